@@ -1,0 +1,196 @@
+package main
+
+// relayguard policyd's exposure: it listens on the TCP address and/or the
+// unix socket of [policyd] (loopback and a 0660 socket by default) and trusts
+// whoever connects there to be Postfix's smtpd: the attributes of a request
+// are taken as Postfix states them. It needs no privilege beyond reading its
+// configuration, the directory and the GeoIP database, and creating its
+// socket; run it as its own unprivileged user.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"relayguard/config"
+	"relayguard/dnscheck"
+	"relayguard/geoip"
+	"relayguard/policyd"
+)
+
+// loaded is everything the configuration names, opened and checked.
+type loaded struct {
+	cfg *config.Config
+	dir *config.Directory
+	geo *geoip.Reader
+}
+
+// load reads the configuration and opens what it names, collecting every
+// problem instead of stopping at the first.
+func load(path string) (*loaded, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg}
+	var errs []error
+	if l.dir, err = config.LoadDirectory(cfg.Policyd.Directory); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Rules.GeoIP.Mode != config.Off {
+		if l.geo, err = geoip.Open(cfg.Rules.GeoIP.Database); err != nil {
+			errs = append(errs, fmt.Errorf("%s: rules.geoip.database: %w", path, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		if l.geo != nil {
+			l.geo.Close()
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func checkConfig(path string) error {
+	l, err := load(path)
+	if err != nil {
+		return err
+	}
+	if l.geo != nil {
+		l.geo.Close()
+	}
+	fmt.Printf("%s: OK\n%s: %s\n", path, l.cfg.Policyd.Directory, l.dir.Summary())
+	return nil
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // checked by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func runPolicyd(path string) error {
+	l, err := load(path)
+	if err != nil {
+		return err
+	}
+	cfg := l.cfg
+	log := newLogger(cfg.Log)
+	slog.SetDefault(log)
+
+	resolver, err := dnscheck.New(dnscheck.Config{
+		Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout, CacheSize: cfg.DNS.CacheSize,
+		MaxTTL: cfg.DNS.MaxTTL, NegativeTTL: cfg.DNS.NegativeTTL,
+	})
+	if err != nil {
+		return err
+	}
+	deps := policyd.Deps{DNS: resolver, Log: log}
+	if l.geo != nil {
+		defer l.geo.Close()
+		deps.GeoIP = l.geo
+		log.Info("GeoIP database open", "path", cfg.Rules.GeoIP.Database, "type", l.geo.DatabaseType())
+	}
+	engine, err := policyd.NewEngine(cfg, l.dir, deps)
+	if err != nil {
+		return err
+	}
+	for _, s := range engine.Status() {
+		log.Info("rule", "id", s.ID, "name", s.Name, "mode", s.Mode, "why", s.Why)
+	}
+	log.Info("directory loaded", "path", cfg.Policyd.Directory, "summary", l.dir.Summary())
+	log.Info("resolver", "servers", cfg.DNS.Servers, "timeout", cfg.DNS.Timeout, "cache_size", cfg.DNS.CacheSize)
+
+	srv := &policyd.Server{
+		Engine:         engine,
+		Limits:         policyd.Limits{MaxLine: cfg.Policyd.MaxLine, MaxRequest: cfg.Policyd.MaxRequest, MaxAttributes: cfg.Policyd.MaxAttributes},
+		IdleTimeout:    cfg.Policyd.IdleTimeout,
+		RequestTimeout: cfg.Policyd.RequestTimeout,
+		Log:            log,
+	}
+	listeners, err := listen(cfg.Policyd)
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		log.Info("policy service listening", "address", ln.Addr().String())
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("policy service: %w", err)
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reloadDirectory(log, engine, cfg.Policyd.Directory)
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := srv.Shutdown(ctx)
+			cancel()
+			if cfg.Policyd.Socket != "" {
+				os.Remove(cfg.Policyd.Socket)
+			}
+			return err
+		}
+	}
+}
+
+// reloadDirectory replaces the directory; a broken file keeps the old one.
+func reloadDirectory(log *slog.Logger, engine *policyd.Engine, path string) {
+	dir, err := config.LoadDirectory(path)
+	if err != nil {
+		log.Error("directory reload failed, keeping the previous directory", "path", path, "error", err.Error())
+		return
+	}
+	engine.SetDirectory(dir)
+	log.Info("directory reloaded", "path", path, "summary", dir.Summary())
+}
+
+func listen(p config.Policyd) ([]net.Listener, error) {
+	var ls []net.Listener
+	fail := func(err error) ([]net.Listener, error) {
+		for _, l := range ls {
+			l.Close()
+		}
+		return nil, err
+	}
+	if p.Listen != "" {
+		l, err := net.Listen("tcp", p.Listen)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, l)
+	}
+	if p.Socket != "" {
+		if fi, err := os.Lstat(p.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(p.Socket) // left by a previous run
+		}
+		l, err := net.Listen("unix", p.Socket)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, l)
+		mode, _ := strconv.ParseUint(p.SocketMode, 8, 32) // checked by config
+		if err := os.Chmod(p.Socket, os.FileMode(mode)); err != nil {
+			return fail(err)
+		}
+	}
+	return ls, nil
+}

@@ -1,0 +1,194 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The sample configuration that operators install must load as it is.
+func TestSampleConfig(t *testing.T) {
+	c, err := Load("../etc/relayguard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.Policyd.Listen != d.Policyd.Listen || c.Rules.SBL.Zone != d.Rules.SBL.Zone ||
+		c.Rules.GeoIP.Reply.String() != d.Rules.GeoIP.Reply.String() ||
+		strings.Join(c.Rules.GeoIP.AllowedCountries, ",") != strings.Join(DefaultCountries, ",") {
+		t.Errorf("etc/relayguard.toml does not show the defaults")
+	}
+	if _, err := LoadDirectory("../etc/directory.toml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every key of Config must be documented in etc/relayguard.toml.
+func TestSampleConfigDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../etc/relayguard.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	d := decode("relayguard.toml", data, &c)
+	for _, key := range []string{
+		"log.level", "log.format",
+		"policyd.listen", "policyd.socket", "policyd.socket_mode", "policyd.directory", "policyd.idle_timeout",
+		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
+		"dns.servers", "dns.timeout", "dns.cache_size", "dns.max_ttl", "dns.negative_ttl",
+		"rules.sender_domain.null_sender", "rules.sender_dns.tempfail_reply", "rules.recipient_dns.tempfail_reply",
+		"rules.geoip.database", "rules.geoip.allowed_countries", "rules.geoip.unknown",
+		"rules.sbl.zone", "rules.sbl.listed", "rules.sbl.pbl", "rules.sbl.fail", "rules.sbl.tempfail_reply",
+	} {
+		if _, ok := d.lines[key]; !ok {
+			t.Errorf("%s is not in etc/relayguard.toml", key)
+		}
+	}
+	for _, rule := range []string{"auth_required", "login_format", "account_disabled", "sender_domain", "sender_dns", "recipient_dns", "geoip", "sbl"} {
+		for _, k := range []string{"mode", "exempt", "reply"} {
+			if _, ok := d.lines["rules."+rule+"."+k]; !ok {
+				t.Errorf("rules.%s.%s is not in etc/relayguard.toml", rule, k)
+			}
+		}
+	}
+}
+
+// A broken configuration fails with every error, each with its file:line.
+func TestBadConfig(t *testing.T) {
+	check := func(name, input string, want ...string) {
+		t.Helper()
+		_, err := Parse("bad.toml", []byte(input))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			return
+		}
+		got := strings.Split(err.Error(), "\n")
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s:\n got: %s\nwant: %s", name, strings.Join(got, "\n      "), strings.Join(want, "\n      "))
+		}
+	}
+	const dir = "[policyd]\ndirectory = \"d.toml\"\n"
+	check("syntax", "[policyd\n", "bad.toml:1: TOML syntax: expected ']' to close table name")
+	check("everything at once", dir+`
+listen = 10040
+idle_timeout = "forever"
+bogus = 1
+
+[rules.geoip]
+mode = "enforced"
+allowed_countries = ["CZ", "cz"]
+reply = "550 4.1.0 nope"
+
+[rules.sbl]
+listed = ["127.0.0.2", "127.255.255.254", "10.0.0.1"]
+pbl = ["127.0.0.2"]
+fail = "maybe"
+
+[nonsense]
+`,
+		`bad.toml:4: policyd.listen: expected a string, found an integer`,
+		`bad.toml:5: policyd.idle_timeout: "forever" is not a duration such as "30s" or "1h"`,
+		`bad.toml:6: unknown key policyd.bogus`,
+		`bad.toml:8: rules.geoip.database: required unless mode = "off": the path of a country database (make geoip fetches one)`,
+		`bad.toml:9: rules.geoip.mode: mode "enforced": must be "enforce", "log-only" or "off"`,
+		`bad.toml:10: rules.geoip.allowed_countries[1]: "cz" is not an upper-case ISO 3166 country code such as "CZ"`,
+		`bad.toml:11: rules.geoip.reply: reply "550 4.1.0 nope": code 550 is permanent (5xx) but enhanced code 4.1.0 is not`,
+		`bad.toml:14: rules.sbl.listed[1]: 127.255.255.254 is a DNSBL error code, never a listing`,
+		`bad.toml:14: rules.sbl.listed[2]: "10.0.0.1" is not a DNSBL answer in 127.0.0.0/8`,
+		`bad.toml:15: rules.sbl.pbl[0]: 127.0.0.2 is in both listed and pbl`,
+		`bad.toml:16: rules.sbl.fail: "maybe" is not one of ["open" "closed"]`,
+		`bad.toml:18: unknown table [nonsense]`,
+	)
+	check("missing directory and listener", "[policyd]\nlisten = \"\"\n[rules.geoip]\nmode = \"off\"\n",
+		`bad.toml:1: policyd: set listen, socket or both: the policy service must listen somewhere`,
+		`bad.toml:1: policyd.directory: required: the path of the domain directory file`,
+	)
+	check("replies", dir+`[rules.geoip]
+mode = "off"
+[rules.auth_required]
+reply = "250 2.0.0 fine"
+[rules.recipient_dns]
+reply = "550 5.1.1 {id} bad <{rcpt}>"
+tempfail_reply = "550 5.4.3 {id} dns"
+[policyd]
+`,
+		`bad.toml:6: rules.auth_required.reply: reply "250 2.0.0 fine": must start with a 4xx or 5xx code, a space, an enhanced status code and a text`,
+		`bad.toml:8: rules.recipient_dns.reply: reply "550 5.1.1 {id} bad <{rcpt}>": unknown placeholder {rcpt}; this reply knows {id}, {ip}, {sender}, {recipient}, {domain}`,
+		`bad.toml:9: rules.recipient_dns.tempfail_reply: must be a 4xx reply: a DNS failure is temporary`,
+		`bad.toml:10: table [policyd] defined twice`,
+	)
+	check("dns", dir+"[rules.geoip]\nmode = \"off\"\n[dns]\nservers = [\"resolver:53\", \"127.0.0.1\"]\ncache_size = -1\ntimeout = \"0s\"\n",
+		`bad.toml:6: dns.servers[0]: "resolver:53": the host must be an IP address`,
+		`bad.toml:6: dns.servers[1]: "127.0.0.1" is not host:port`,
+		`bad.toml:7: dns.cache_size: must be at least 0`,
+		`bad.toml:8: dns.timeout: must be longer than 0s`,
+	)
+	check("duplicate key", dir+"directory = \"e.toml\"\n[rules.geoip]\nmode = \"off\"\n", `bad.toml:3: policyd.directory: defined twice`)
+}
+
+func TestBadDirectory(t *testing.T) {
+	check := func(name, input string, want ...string) {
+		t.Helper()
+		_, err := ParseDirectory("dir.toml", []byte(input))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			return
+		}
+		if got := err.Error(); got != strings.Join(want, "\n") {
+			t.Errorf("%s:\n got: %s\nwant: %s", name, strings.ReplaceAll(got, "\n", "\n      "), strings.Join(want, "\n      "))
+		}
+	}
+	check("all at once", `webmail_networks = ["10.0.0.0/33", "10.0.0.1/8"]
+[[domain]]
+name = "example.cz"
+aliases = ["EXAMPLE.com", "nodot"]
+geoip_countries = ["USA"]
+[[domain]]
+name = "example.com"
+[[account]]
+address = "jan"
+[[account]]
+address = "a@example.cz"
+external_accounts = ["1@x.cz", "2@x.cz", "3@x.cz", "4@x.cz", "5@x.cz"]
+alternative_sender = "not an address"
+[[account]]
+address = "A@Example.CZ"
+[[accounts]]
+`,
+		`dir.toml:1: webmail_networks[0]: "10.0.0.0/33" is not an IP address or a CIDR prefix`,
+		`dir.toml:1: webmail_networks[1]: "10.0.0.1/8" has host bits set; write 10.0.0.0/8`,
+		`dir.toml:4: domain[0].aliases[1]: domain "nodot" has no dot`,
+		`dir.toml:5: domain[0].geoip_countries[0]: "USA" is not an upper-case ISO 3166 country code such as "US"`,
+		`dir.toml:7: domain[1].name: example.com is already listed with domain example.cz`,
+		`dir.toml:9: account[0].address: "jan" is not a full address (local@domain)`,
+		`dir.toml:12: account[1].external_accounts: 5 external accounts; webmail allows at most 4`,
+		`dir.toml:13: account[1].alternative_sender: "not an address" is not a full address (local@domain)`,
+		`dir.toml:15: account[2].address: account a@example.cz is listed twice`,
+		`dir.toml:16: unknown table [accounts]`,
+	)
+}
+
+func TestDirectory(t *testing.T) {
+	d, err := ParseDirectory("dir.toml", []byte(`
+[[domain]]
+name = "Example.CZ."
+aliases = ["příklad.cz"]
+[[domain]]
+name = "other.cz"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(a, b string, want bool) {
+		t.Helper()
+		if got := d.SameOwner(a, b); got != want {
+			t.Errorf("SameOwner(%s, %s) = %v", a, b, got)
+		}
+	}
+	check("example.cz", "xn--pklad-zsa96e.cz", true)
+	check("xn--pklad-zsa96e.cz", "example.cz", true)
+	check("example.cz", "other.cz", false)
+	check("mail.example.cz", "example.cz", false)
+	check("unlisted.cz", "unlisted.cz", true)
+	check("unlisted.cz", "example.cz", false)
+}

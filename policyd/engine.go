@@ -1,0 +1,166 @@
+package policyd
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+
+	"relayguard/config"
+	"relayguard/dnscheck"
+	"relayguard/reply"
+)
+
+// Resolver is what the DNS rules (R7, R8, R18) ask; *dnscheck.Checker is one.
+type Resolver interface {
+	Domain(ctx context.Context, domain string) dnscheck.Verdict
+	DNSBL(ctx context.Context, zone string, ip netip.Addr) ([]netip.Addr, error)
+}
+
+// CountryReader maps an address to its country (R9); *geoip.Reader is one.
+type CountryReader interface {
+	Country(ip netip.Addr) (cc string, found bool, err error)
+}
+
+// Deps are the engine's dependencies, passed in so that tests can replace them.
+type Deps struct {
+	DNS   Resolver
+	GeoIP CountryReader // nil when R9 is off
+	Log   *slog.Logger
+	NewID func() string // nil: NewID
+}
+
+// Engine turns a request into a decision: the rules of DESIGN.md evaluated
+// against the request, the domain directory and the dependencies. It keeps
+// no per-connection state and is safe for concurrent use.
+type Engine struct {
+	cfg   *config.Config
+	dir   atomic.Pointer[config.Directory]
+	deps  Deps
+	rules []*rule
+}
+
+// NewEngine builds the engine from a checked configuration and directory.
+func NewEngine(cfg *config.Config, dir *config.Directory, deps Deps) (*Engine, error) {
+	if deps.DNS == nil {
+		return nil, fmt.Errorf("policyd: no resolver")
+	}
+	if deps.GeoIP == nil && cfg.Rules.GeoIP.Mode != config.Off {
+		return nil, fmt.Errorf("policyd: rule R9 geoip is %s but no GeoIP database is open", cfg.Rules.GeoIP.Mode)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	if deps.NewID == nil {
+		deps.NewID = NewID
+	}
+	e := &Engine{cfg: cfg, deps: deps, rules: rules(cfg)}
+	e.dir.Store(dir)
+	return e, nil
+}
+
+// SetDirectory replaces the domain directory (on SIGHUP); requests already
+// being decided finish with the old one.
+func (e *Engine) SetDirectory(d *config.Directory) { e.dir.Store(d) }
+
+// RuleStatus is one line of the start-up report.
+type RuleStatus struct {
+	ID, Name string
+	Mode     config.Mode
+	Why      string
+}
+
+// Status says what each rule will do and why, for the start-up log.
+func (e *Engine) Status() []RuleStatus {
+	var s []RuleStatus
+	for _, r := range e.rules {
+		why := "mode = " + string(r.cfg.Mode)
+		if len(r.cfg.Exempt) > 0 {
+			why += fmt.Sprintf(", %d exempt networks", len(r.cfg.Exempt))
+		}
+		s = append(s, RuleStatus{ID: r.id, Name: r.name, Mode: r.cfg.Mode, Why: why})
+	}
+	return s
+}
+
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// NewID returns a random 22-character transaction id (about 131 bits), the
+// one a customer reads back to support from the reply line.
+func NewID() string {
+	var b [22]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b[:])
+}
+
+// Decide answers one request with its action ("DUNNO" or a reply line).
+func (e *Engine) Decide(ctx context.Context, req *Request) (action string) {
+	if t := req.Get("request"); t != "smtpd_access_policy" {
+		e.deps.Log.Warn("unknown request type, answered DUNNO", "request", t)
+		return "DUNNO"
+	}
+	f := newFacts(req, e.dir.Load())
+	defer func() {
+		if p := recover(); p != nil {
+			id := e.deps.NewID()
+			action = e.cfg.Policyd.FailReply.Render("id", id)
+			e.deps.Log.Error("internal error, answered a temporary failure", append(f.logAttrs(), "id", id, "panic", fmt.Sprint(p), "reply", action)...)
+		}
+	}()
+	for _, r := range e.rules {
+		if !r.stages[f.stage] || r.cfg.Mode == config.Off {
+			continue
+		}
+		if f.ipErr == nil && r.cfg.Exempt.Contains(f.ip) {
+			continue
+		}
+		o := r.check(ctx, e, f)
+		if o.reply == nil {
+			if o.reason != "" {
+				e.deps.Log.Debug("pass", append(f.logAttrs(), "rule", r.id, "name", r.name, "reason", o.reason)...)
+			}
+			continue
+		}
+		id := e.deps.NewID()
+		line := o.reply.Render(append(o.vars, "id", id, "ip", f.ipText())...)
+		attrs := append(f.logAttrs(), "id", id, "rule", r.id, "name", r.name, "reason", o.reason, "reply", line)
+		if r.cfg.Mode == config.LogOnly {
+			e.deps.Log.Info("would reject (log-only)", attrs...)
+			continue
+		}
+		e.deps.Log.Info("reject", attrs...)
+		return line
+	}
+	return "DUNNO"
+}
+
+// outcome is what a rule check found: no reply means the rule passes.
+type outcome struct {
+	reply  *reply.Template
+	vars   []string // placeholder values, name then value
+	reason string   // for the log line
+}
+
+func pass(reason string) outcome { return outcome{reason: reason} }
+
+// rule is one rule of DESIGN.md: where it runs, its configuration (mode,
+// exempt networks, reply) and its check.
+type rule struct {
+	id, name string
+	stages   map[string]bool
+	cfg      *config.Rule
+	check    func(ctx context.Context, e *Engine, f *facts) outcome
+}
+
+func stages(s ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, x := range s {
+		m[x] = true
+	}
+	return m
+}

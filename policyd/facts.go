@@ -1,0 +1,66 @@
+package policyd
+
+import (
+	"net/netip"
+
+	"relayguard/config"
+	"relayguard/mailaddr"
+)
+
+// facts are the attributes of one request that the rules use, parsed once.
+type facts struct {
+	stage     string // protocol_state: CONNECT, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE
+	ipRaw     string
+	ip        netip.Addr
+	ipErr     error
+	login     string // sasl_username: empty when the client did not authenticate
+	sender    string // envelope sender: empty for the null sender <>
+	recipient string
+	dir       *config.Directory
+}
+
+func newFacts(req *Request, dir *config.Directory) *facts {
+	f := &facts{
+		stage:     req.Get("protocol_state"),
+		ipRaw:     req.Get("client_address"),
+		login:     req.Get("sasl_username"),
+		sender:    req.Get("sender"),
+		recipient: req.Get("recipient"),
+		dir:       dir,
+	}
+	f.ip, f.ipErr = netip.ParseAddr(f.ipRaw)
+	f.ip = f.ip.Unmap()
+	return f
+}
+
+func (f *facts) ipText() string { return f.ipRaw }
+
+// logAttrs are the subjects of a decision for its log line.
+func (f *facts) logAttrs() []any {
+	a := []any{"stage", f.stage, "client", f.ipRaw}
+	if f.login != "" {
+		a = append(a, "login", f.login)
+	}
+	if f.stage != "CONNECT" && f.stage != "EHLO" {
+		a = append(a, "sender", f.sender)
+	}
+	if f.recipient != "" {
+		a = append(a, "recipient", f.recipient)
+	}
+	return a
+}
+
+// account is the directory entry of the authenticated login, or nil.
+func (f *facts) account() *config.Account {
+	n, err := mailaddr.Normalize(f.login)
+	if err != nil {
+		return nil
+	}
+	return f.dir.Account(n)
+}
+
+// domainOf returns the ASCII domain of a full address.
+func domainOf(addr string) (string, error) {
+	_, d, err := mailaddr.Split(addr)
+	return d, err
+}

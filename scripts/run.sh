@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Start relayguard on loopback with the sample configuration of etc/: the
+# same files an operator installs, with only the paths moved under VAR_DIR.
+# Usage: scripts/run.sh BINARY VAR_DIR
+set -euo pipefail
+bin=$1 var=$2
+mkdir -p "$var"
+cfg="$var/relayguard.toml"
+etc=$(cd "$(dirname "$0")/../etc" && pwd)
+
+# Each substitution must match, so that this script cannot drift from etc/.
+subst() { # KEY OLD NEW
+	grep -q "^$1 = \"$2\"" "$cfg.tmp" || { echo "run.sh: $1 = \"$2\" not found in etc/relayguard.toml" >&2; exit 1; }
+	sed -i "s#^$1 = \"$2\"#$1 = \"$3\"#" "$cfg.tmp"
+}
+cp "$etc/relayguard.toml" "$cfg.tmp"
+subst directory /etc/relayguard/directory.toml "$etc/directory.toml"
+subst database /var/lib/relayguard/country.mmdb "$(cd "$var" && pwd)/country.mmdb"
+mv "$cfg.tmp" "$cfg"
+
+"$bin" check-config --config "$cfg"
+echo "policyd: check_policy_service inet:127.0.0.1:10040 (Ctrl-C stops it)"
+exec "$bin" policyd --config "$cfg"
