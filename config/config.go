@@ -15,6 +15,7 @@ import (
 type Config struct {
 	Log     Log     `toml:"log"`
 	Policyd Policyd `toml:"policyd"`
+	Milter  Milter  `toml:"milter"`
 	DNS     DNS     `toml:"dns"`
 	Rules   Rules   `toml:"rules"`
 }
@@ -37,6 +38,16 @@ type Policyd struct {
 	MaxRequest     int            `toml:"max_request"`
 	MaxAttributes  int            `toml:"max_attributes"`
 	FailReply      reply.Template `toml:"fail_reply"`
+}
+
+// Milter is policyd's milter listener, through which Postfix gives the
+// customer policyd's replies exactly as configured (a policy service's reply
+// gets a prefix from Postfix). Both listeners off: replies go back through
+// the policy protocol.
+type Milter struct {
+	Listen     string `toml:"listen"`
+	Socket     string `toml:"socket"`
+	SocketMode string `toml:"socket_mode"`
 }
 
 // DNS is the resolver the domain and DNSBL checks ask.
@@ -124,6 +135,7 @@ func Default() Config {
 			MaxAttributes:  128,
 			FailReply:      reply.MustParse("451 4.3.0 {id} temporary failure, try again later"),
 		},
+		Milter: Milter{Listen: "127.0.0.1:10041", SocketMode: "0660"},
 		DNS: DNS{
 			Servers:     []string{"127.0.0.1:53"},
 			Timeout:     2 * time.Second,
@@ -213,6 +225,12 @@ func hostPort(d *doc, path, v string) {
 	}
 }
 
+func socketMode(d *doc, path, v string) {
+	if m, err := strconv.ParseUint(v, 8, 32); err != nil || m > 0o777 {
+		d.errorf(path, "%q is not an octal file mode such as \"0660\"", v)
+	}
+}
+
 func placeholders(d *doc, path string, t reply.Template, allowed ...string) {
 	if err := t.Check(allowed...); err != nil {
 		d.errorf(path, "%v", err)
@@ -230,9 +248,11 @@ func (c *Config) validate(d *doc) {
 	if p.Listen != "" {
 		hostPort(d, "policyd.listen", p.Listen)
 	}
-	if m, err := strconv.ParseUint(p.SocketMode, 8, 32); err != nil || m > 0o777 {
-		d.errorf("policyd.socket_mode", "%q is not an octal file mode such as \"0660\"", p.SocketMode)
+	socketMode(d, "policyd.socket_mode", p.SocketMode)
+	if c.Milter.Listen != "" {
+		hostPort(d, "milter.listen", c.Milter.Listen)
 	}
+	socketMode(d, "milter.socket_mode", c.Milter.SocketMode)
 	if p.Directory == "" {
 		d.errorf("policyd.directory", "required: the path of the domain directory file")
 	}

@@ -21,6 +21,7 @@ type Server struct {
 	Limits         Limits
 	IdleTimeout    time.Duration // close a connection that sends nothing for this long
 	RequestTimeout time.Duration // deadline for deciding one request
+	Voice          *Voice        // nil: replies go back through the policy protocol
 	Log            *slog.Logger
 
 	mu        sync.Mutex
@@ -117,6 +118,9 @@ func (s *Server) serveConn(c net.Conn) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.RequestTimeout)
 		action := s.Engine.Decide(ctx, &req)
 		cancel()
+		if s.Voice != nil {
+			action = s.Voice.Policy(&req, action)
+		}
 		c.SetWriteDeadline(time.Now().Add(s.RequestTimeout))
 		err = WriteAction(w, action)
 		if s.setBusy(c, false) || err != nil {

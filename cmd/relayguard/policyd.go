@@ -1,9 +1,9 @@
 package main
 
-// relayguard policyd's exposure: it listens on the TCP address and/or the
-// unix socket of [policyd] (loopback and a 0660 socket by default) and trusts
-// whoever connects there to be Postfix's smtpd: the attributes of a request
-// are taken as Postfix states them. It needs no privilege beyond reading its
+// relayguard policyd's exposure: it listens on the TCP addresses and/or unix
+// sockets of [policyd] and [milter] (loopback and 0660 sockets by default) and
+// trusts whoever connects there to be Postfix's smtpd: the attributes of a
+// request are taken as Postfix states them. It needs no privilege beyond reading its
 // configuration, the directory and the GeoIP database, and creating its
 // socket; run it as its own unprivileged user.
 
@@ -22,6 +22,7 @@ import (
 	"relayguard/config"
 	"relayguard/dnscheck"
 	"relayguard/geoip"
+	"relayguard/milter"
 	"relayguard/policyd"
 )
 
@@ -112,21 +113,43 @@ func runPolicyd(path string) error {
 	log.Info("directory loaded", "path", cfg.Policyd.Directory, "summary", l.dir.Summary())
 	log.Info("resolver", "servers", cfg.DNS.Servers, "timeout", cfg.DNS.Timeout, "cache_size", cfg.DNS.CacheSize)
 
+	var voice *policyd.Voice
+	var milterSrv *milter.Server
+	if cfg.Milter.Listen != "" || cfg.Milter.Socket != "" {
+		voice = &policyd.Voice{Log: log, Now: time.Now}
+		milterSrv = &milter.Server{Handler: voice.Milter, Timeout: cfg.Policyd.IdleTimeout, Log: log}
+	} else {
+		log.Warn("milter listener off: replies go back through the policy protocol, and Postfix prefixes them (\"<address>: Sender address rejected: ...\")")
+	}
 	srv := &policyd.Server{
 		Engine:         engine,
+		Voice:          voice,
 		Limits:         policyd.Limits{MaxLine: cfg.Policyd.MaxLine, MaxRequest: cfg.Policyd.MaxRequest, MaxAttributes: cfg.Policyd.MaxAttributes},
 		IdleTimeout:    cfg.Policyd.IdleTimeout,
 		RequestTimeout: cfg.Policyd.RequestTimeout,
 		Log:            log,
 	}
-	listeners, err := listen(cfg.Policyd)
+	listeners, err := listen(cfg.Policyd.Listen, cfg.Policyd.Socket, cfg.Policyd.SocketMode)
 	if err != nil {
 		return err
 	}
-	serveErr := make(chan error, len(listeners))
+	serveErr := make(chan error, 4)
 	for _, ln := range listeners {
 		log.Info("policy service listening", "address", ln.Addr().String())
 		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	if milterSrv != nil {
+		mls, err := listen(cfg.Milter.Listen, cfg.Milter.Socket, cfg.Milter.SocketMode)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		for _, ln := range mls {
+			log.Info("milter listening: replies reach clients word for word", "address", ln.Addr().String())
+			go func() { serveErr <- milterSrv.Serve(ln) }()
+		}
 	}
 
 	sig := make(chan os.Signal, 1)
@@ -144,8 +167,13 @@ func runPolicyd(path string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := srv.Shutdown(ctx)
 			cancel()
-			if cfg.Policyd.Socket != "" {
-				os.Remove(cfg.Policyd.Socket)
+			if milterSrv != nil {
+				milterSrv.Close()
+			}
+			for _, sock := range []string{cfg.Policyd.Socket, cfg.Milter.Socket} {
+				if sock != "" {
+					os.Remove(sock)
+				}
 			}
 			return err
 		}
@@ -163,7 +191,8 @@ func reloadDirectory(log *slog.Logger, engine *policyd.Engine, path string) {
 	log.Info("directory reloaded", "path", path, "summary", dir.Summary())
 }
 
-func listen(p config.Policyd) ([]net.Listener, error) {
+// listen opens a TCP listener and a unix socket, each when configured.
+func listen(tcp, socket, socketMode string) ([]net.Listener, error) {
 	var ls []net.Listener
 	fail := func(err error) ([]net.Listener, error) {
 		for _, l := range ls {
@@ -171,24 +200,28 @@ func listen(p config.Policyd) ([]net.Listener, error) {
 		}
 		return nil, err
 	}
-	if p.Listen != "" {
-		l, err := net.Listen("tcp", p.Listen)
+	if tcp != "" {
+		l, err := net.Listen("tcp", tcp)
 		if err != nil {
 			return fail(err)
 		}
 		ls = append(ls, l)
 	}
-	if p.Socket != "" {
-		if fi, err := os.Lstat(p.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			os.Remove(p.Socket) // left by a previous run
+	if socket != "" {
+		if fi, err := os.Lstat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", socket); err == nil {
+				c.Close()
+				return fail(fmt.Errorf("%s: another process is listening there", socket))
+			}
+			os.Remove(socket) // left by a previous run
 		}
-		l, err := net.Listen("unix", p.Socket)
+		l, err := net.Listen("unix", socket)
 		if err != nil {
 			return fail(err)
 		}
 		ls = append(ls, l)
-		mode, _ := strconv.ParseUint(p.SocketMode, 8, 32) // checked by config
-		if err := os.Chmod(p.Socket, os.FileMode(mode)); err != nil {
+		mode, _ := strconv.ParseUint(socketMode, 8, 32) // checked by config
+		if err := os.Chmod(socket, os.FileMode(mode)); err != nil {
 			return fail(err)
 		}
 	}

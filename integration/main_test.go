@@ -1,0 +1,262 @@
+// Package integration is relayguard's end-to-end suite: real Postfix and
+// Dovecot running the operator's files of etc/, relayguard policyd built from
+// this tree, a DNS server and a GeoIP database of the tests' own, all on
+// loopback, driven over SMTP the way a customer's mail client does.
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"relayguard/geoip/geoiptest"
+	"relayguard/integration/harness"
+	"relayguard/internal/dnstest"
+)
+
+// env is the running lab shared by the tests.
+var env struct {
+	lab        *harness.Lab
+	dns        *dnstest.Server
+	policydLog string // path of policyd's log file
+}
+
+const password = "secret"
+
+// Dovecot's accounts (all with password).
+var users = []string{
+	"jan@example.cz", "jan", "off@example.cz", "petr@example.com", "u@nomx.test", "u@nullmx.test",
+	"u@servfail.test", "x@granted.test",
+}
+
+const directory = `
+webmail_networks = ["127.0.0.60"]
+
+[[domain]]
+name = "example.cz"
+aliases = ["example.com"]
+
+[[domain]]
+name = "granted.test"
+geoip_countries = ["CN"]
+
+[[account]]
+address = "off@example.cz"
+disabled = true
+
+[[account]]
+address = "jan@example.cz"
+alternative_sender = "jan.novak@foreign.test"
+`
+
+var zone = []string{
+	"example.cz. 300 IN MX 10 mx.example.cz.",
+	"example.com. 300 IN MX 10 mx.example.cz.",
+	"mail.example.cz. 300 IN A 192.0.2.1",
+	"foreign.test. 300 IN MX 10 mx.foreign.test.",
+	"granted.test. 300 IN MX 10 mx.granted.test.",
+	"dest.test. 300 IN MX 10 mx.dest.test.",
+	"aaaa.test. 300 IN AAAA 2001:db8::25",
+	"nomx.test. 300 IN TXT \"no mail\"",
+	"nullmx.test. 300 IN MX 0 .",
+	// SBL test points: 127.0.0.2 listed, 127.0.0.4 answers a query error.
+	"2.0.0.127.sbl.spamhaus.org. 300 IN A 127.0.0.2",
+	"4.0.0.127.sbl.spamhaus.org. 300 IN A 127.255.255.254",
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "relayguard-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	stop, err := setup(dir)
+	defer stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "end-to-end set-up failed:", err)
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "---- policyd log\n%s\n---- lab logs\n%s\n", readFile(env.policydLog), env.lab.Logs())
+	}
+	return code
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// setup starts everything; stop undoes what was started, also after an error.
+func setup(dir string) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	if err := harness.EnsureInstalled(); err != nil {
+		return stop, err
+	}
+
+	env.dns, err = dnstest.Start()
+	if err != nil {
+		return stop, err
+	}
+	stops = append(stops, func() { env.dns.Close() })
+	if err := env.dns.Add(zone...); err != nil {
+		return stop, err
+	}
+	env.dns.SetSOA("test.", 300, 60)
+	env.dns.SetSOA("sbl.spamhaus.org.", 300, 60)
+	env.dns.SetRcode("servfail.test", dns.RcodeServerFailure)
+
+	db := filepath.Join(dir, "country.mmdb")
+	if err := geoiptest.Write(db, geoiptest.MaxMind, map[string]string{
+		"127.0.0.0/8": "CZ",
+		"127.0.0.50":  "CN",
+		"127.0.0.60":  "CN", // the webmail network: exempt from GeoIP
+	}); err != nil {
+		return stop, err
+	}
+	dirFile := filepath.Join(dir, "directory.toml")
+	if err := os.WriteFile(dirFile, []byte(directory), 0o644); err != nil {
+		return stop, err
+	}
+	policyAddr, err := freeAddr()
+	if err != nil {
+		return stop, err
+	}
+	milterAddr, err := freeAddr()
+	if err != nil {
+		return stop, err
+	}
+	cfgFile := filepath.Join(dir, "relayguard.toml")
+	if err := writeConfig(cfgFile, [][3]string{
+		{"listen", `"127.0.0.1:10040"`, fmt.Sprintf("%q", policyAddr)},
+		{"listen", `"127.0.0.1:10041"`, fmt.Sprintf("%q", milterAddr)},
+		{"directory", `"/etc/relayguard/directory.toml"`, fmt.Sprintf("%q", dirFile)},
+		{"servers", `["127.0.0.1:53"]`, fmt.Sprintf("[%q]", env.dns.Addr())},
+		{"database", `"/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("%q", db)},
+	}); err != nil {
+		return stop, err
+	}
+
+	bin := filepath.Join(dir, "relayguard")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/relayguard")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		return stop, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	env.policydLog = filepath.Join(dir, "policyd.log")
+	logFile, err := os.Create(env.policydLog)
+	if err != nil {
+		return stop, err
+	}
+	policyd := exec.Command(bin, "policyd", "--config", cfgFile)
+	policyd.Stdout, policyd.Stderr = logFile, logFile
+	if err := policyd.Start(); err != nil {
+		return stop, err
+	}
+	exited := make(chan struct{})
+	go func() { policyd.Wait(); close(exited) }()
+	stops = append(stops, func() {
+		policyd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			policyd.Process.Kill()
+		}
+		logFile.Close()
+	})
+	for _, addr := range []string{policyAddr, milterAddr} {
+		if err := waitListening(addr, exited); err != nil {
+			return stop, fmt.Errorf("policyd: %v\n%s", err, readFile(env.policydLog))
+		}
+	}
+
+	accounts := map[string]string{}
+	for _, u := range users {
+		accounts[u] = password
+	}
+	env.lab, err = harness.Start(harness.Config{PolicyAddr: "inet:" + policyAddr, MilterAddr: "inet:" + milterAddr, Users: accounts, Repo: ".."})
+	if err != nil {
+		return stop, err
+	}
+	stops = append(stops, func() { env.lab.Close() })
+	return stop, nil
+}
+
+// writeConfig writes etc/relayguard.toml with the values of some keys
+// replaced; each key must be found with its documented default, so that the
+// tests run the very file an operator installs.
+func writeConfig(path string, subst [][3]string) error {
+	data, err := os.ReadFile("../etc/relayguard.toml")
+	if err != nil {
+		return err
+	}
+	for _, s := range subst {
+		key := s[0]
+		old := []byte("\n" + key + " = " + s[1] + "\n")
+		if bytes.Count(data, old) != 1 {
+			return fmt.Errorf("etc/relayguard.toml: %s = %s is not there exactly once", key, s[1])
+		}
+		data = bytes.Replace(data, old, []byte("\n"+key+" = "+s[2]+"\n"), 1)
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitListening(addr string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("exited at start-up")
+		default:
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not listening on %s after 20s", addr)
+}
+
+// logLinesWith returns policyd's log lines that contain every one of parts.
+func logLinesWith(parts ...string) []string {
+	var out []string
+	for _, line := range strings.Split(readFile(env.policydLog), "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok && line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+package policyd
+
+import (
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"relayguard/milter"
+)
+
+// Voice carries policyd's replies to the client word for word.
+//
+// Postfix prefixes every reply of a policy service ("550 5.1.0 <a@b>: Sender
+// address rejected: ..."), while it sends a milter's reply as it is. So the
+// decision is made on the policy request, as always, and when a milter
+// follows the session, the policy answer is DUNNO and the reply waits here
+// for the milter event of the same stage, which Postfix sends right after its
+// restriction lists (observed on Postfix 3.7: policy request, then milter
+// event, at every stage, on the session's one milter connection). A decision
+// at CONNECT is spoken at EHLO: Postfix replaces the text of a milter's
+// CONNECT reply by its own, but sends a 421 at EHLO verbatim and disconnects,
+// and keeps any other EHLO reply for the commands that follow (STARTTLS,
+// AUTH, MAIL).
+//
+// Nothing fails open: a session that no milter follows (smtpd_milters not
+// set) gets its reply through the policy protocol, prefixed by Postfix, and
+// a CONNECT decision that no milter picked up is given at the session's next
+// policy request.
+type Voice struct {
+	Log *slog.Logger
+	Now func() time.Time
+
+	mu       sync.Mutex
+	sessions map[session]*voiced
+	adds     int
+}
+
+// session identifies one SMTP session: client and server address and port.
+type session struct{ client, server netip.AddrPort }
+
+type voiced struct {
+	milter bool   // a milter connection follows the session
+	stage  string // stage of the pending reply; "" when none
+	reply  string
+	at     time.Time
+}
+
+// staleAfter drops what a session left behind when its end was never seen.
+const staleAfter = 30 * time.Minute
+
+func addrPort(addr, port string) netip.AddrPort {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(p))
+}
+
+func (v *Voice) entry(k session) *voiced {
+	if v.sessions == nil {
+		v.sessions = map[session]*voiced{}
+	}
+	e := v.sessions[k]
+	if e == nil {
+		e = &voiced{at: v.Now()}
+		v.sessions[k] = e
+		if v.adds++; v.adds%1024 == 0 {
+			for k, e := range v.sessions {
+				if v.Now().Sub(e.at) > staleAfter {
+					delete(v.sessions, k)
+				}
+			}
+		}
+	}
+	return e
+}
+
+// Policy turns the engine's action for req into the answer on the policy
+// connection: DUNNO when a milter will speak the reply.
+func (v *Voice) Policy(req *Request, action string) string {
+	k := session{addrPort(req.Get("client_address"), req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
+	if !k.client.IsValid() || !k.server.IsValid() {
+		return action
+	}
+	stage := req.Get("protocol_state")
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e := v.sessions[k]
+	if e != nil && e.stage != "" && e.stage != stage {
+		pending := e.reply
+		e.stage, e.reply = "", ""
+		if !e.milter {
+			v.Log.Error("no milter follows this session: a decision is answered through the policy protocol, so Postfix prefixes it; set smtpd_milters as etc/postfix/master.cf does",
+				"client", k.client.String(), "stage", stage, "reply", pending)
+			return pending
+		}
+		v.Log.Warn("a reply was not spoken: Postfix ended the stage first", "client", k.client.String(), "reply", pending)
+	}
+	if action == "DUNNO" {
+		return action
+	}
+	if e == nil {
+		if stage != "CONNECT" {
+			return action // no milter has seen this session
+		}
+		e = v.entry(k)
+	}
+	if !e.milter && stage != "CONNECT" {
+		return action
+	}
+	if e.stage == "" {
+		e.stage, e.reply = stage, action
+	}
+	return "DUNNO"
+}
+
+// Milter is the milter handler: it registers the session and speaks the
+// reply decided for the stage.
+func (v *Voice) Milter(s *milter.Session, stage string) string {
+	k := session{s.Client, s.Server}
+	if !k.client.IsValid() || !k.server.IsValid() {
+		return ""
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e := v.entry(k)
+	if stage == milter.Connect {
+		if !e.milter {
+			e.milter = true
+			s.OnClose(func() {
+				v.mu.Lock()
+				delete(v.sessions, k)
+				v.mu.Unlock()
+			})
+		}
+		return ""
+	}
+	want := stage
+	if stage == milter.Helo {
+		want = "CONNECT"
+	}
+	if e.stage != want {
+		return ""
+	}
+	reply := e.reply
+	e.stage, e.reply = "", ""
+	return reply
+}
