@@ -35,6 +35,7 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"log.level", "log.format",
 		"policyd.listen", "policyd.socket", "policyd.socket_mode", "policyd.directory", "policyd.idle_timeout",
 		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
+		"milter.listen", "milter.socket", "milter.socket_mode",
 		"dns.servers", "dns.timeout", "dns.cache_size", "dns.max_ttl", "dns.negative_ttl",
 		"rules.sender_domain.null_sender", "rules.sender_dns.tempfail_reply", "rules.recipient_dns.tempfail_reply",
 		"rules.geoip.database", "rules.geoip.allowed_countries", "rules.geoip.unknown",

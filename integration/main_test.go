@@ -27,6 +27,8 @@ var env struct {
 	lab        *harness.Lab
 	dns        *dnstest.Server
 	policydLog string // path of policyd's log file
+	policyd    *os.Process
+	directory  string // path of policyd's directory file
 }
 
 const password = "secret"
@@ -42,7 +44,7 @@ webmail_networks = ["127.0.0.60"]
 
 [[domain]]
 name = "example.cz"
-aliases = ["example.com"]
+aliases = ["example.com", "příklad.cz"]
 
 [[domain]]
 name = "granted.test"
@@ -60,6 +62,7 @@ alternative_sender = "jan.novak@foreign.test"
 var zone = []string{
 	"example.cz. 300 IN MX 10 mx.example.cz.",
 	"example.com. 300 IN MX 10 mx.example.cz.",
+	"xn--pklad-zsa96e.cz. 300 IN MX 10 mx.example.cz.",
 	"mail.example.cz. 300 IN A 192.0.2.1",
 	"foreign.test. 300 IN MX 10 mx.foreign.test.",
 	"granted.test. 300 IN MX 10 mx.granted.test.",
@@ -134,6 +137,7 @@ func setup(dir string) (stop func(), err error) {
 		return stop, err
 	}
 	dirFile := filepath.Join(dir, "directory.toml")
+	env.directory = dirFile
 	if err := os.WriteFile(dirFile, []byte(directory), 0o644); err != nil {
 		return stop, err
 	}
@@ -172,6 +176,7 @@ func setup(dir string) (stop func(), err error) {
 	if err := policyd.Start(); err != nil {
 		return stop, err
 	}
+	env.policyd = policyd.Process
 	exited := make(chan struct{})
 	go func() { policyd.Wait(); close(exited) }()
 	stops = append(stops, func() {

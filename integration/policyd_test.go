@@ -2,9 +2,11 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +135,63 @@ func TestSenderDomain(t *testing.T) {
 		delivered(t, tx{local: "127.0.0.60", login: "jan@example.cz", from: "jan.novak@foreign.test", to: rcpt})
 		refused(t, tx{local: "127.0.0.24", login: "jan@example.cz", from: "jan.novak@foreign.test", to: rcpt}, "MAIL", "550 5.1.0 <jan.novak@foreign.test> sender rejected", "R5")
 	})
+}
+
+// A UTF-8 sender under SMTPUTF8 and its punycode form are the same domain.
+func TestInternationalizedSender(t *testing.T) {
+	for _, from := range []string{"jan@příklad.cz", "jan@xn--pklad-zsa96e.cz", "jan@PŘÍKLAD.cz"} {
+		c, err := harness.Dial(env.lab.Submission, "127.0.0.25", harness.StartTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Hello("client.example.test"); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := c.Auth("jan@example.cz", password); err != nil {
+			t.Fatalf("AUTH: %q", line)
+		}
+		rep, err := c.Cmd("MAIL FROM:<" + from + "> SMTPUTF8")
+		if err != nil || rep.Code != 250 {
+			t.Errorf("MAIL FROM:<%s> SMTPUTF8: %q %v", from, rep.Last(), err)
+		}
+		if line, err := c.Rcpt("someone@dest.test"); err != nil {
+			t.Errorf("RCPT after MAIL FROM:<%s>: %q", from, line)
+		}
+		c.Close()
+	}
+}
+
+// SIGHUP reloads the directory; a broken file keeps the previous one.
+func TestDirectoryReload(t *testing.T) {
+	foreign := tx{local: "127.0.0.71", login: "jan@example.cz", from: "jan@foreign.test", to: rcpt}
+	alias := tx{local: "127.0.0.71", login: "jan@example.cz", from: "jan@example.com", to: rcpt}
+	t.Cleanup(func() { reload(t, directory, "directory reloaded") })
+
+	refused(t, foreign, "MAIL", "550 5.1.0 <jan@foreign.test> sender rejected", "R5")
+	reload(t, directory+"\n[[domain]\n", "directory reload failed, keeping the previous directory")
+	refused(t, foreign, "MAIL", "550 5.1.0 <jan@foreign.test> sender rejected", "R5")
+	delivered(t, alias)
+	reload(t, strings.Replace(directory, `aliases = ["example.com", "příklad.cz"]`, `aliases = ["example.com", "příklad.cz", "foreign.test"]`, 1), "directory reloaded")
+	delivered(t, foreign)
+}
+
+// reload writes the directory file, sends SIGHUP and waits for policyd's log line.
+func reload(t *testing.T, content, logged string) {
+	t.Helper()
+	before := len(logLinesWith(logged))
+	if err := os.WriteFile(env.directory, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.policyd.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(logLinesWith(logged)) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("policyd did not log %q after SIGHUP", logged)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestDomainDNS(t *testing.T) {
