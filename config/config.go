@@ -13,11 +13,14 @@ import (
 
 // Config is relayguard.toml. Every key is documented in etc/relayguard.toml.
 type Config struct {
-	Log     Log     `toml:"log"`
-	Policyd Policyd `toml:"policyd"`
-	Milter  Milter  `toml:"milter"`
-	DNS     DNS     `toml:"dns"`
-	Rules   Rules   `toml:"rules"`
+	Log        Log        `toml:"log"`
+	Policyd    Policyd    `toml:"policyd"`
+	Milter     Milter     `toml:"milter"`
+	DNS        DNS        `toml:"dns"`
+	Store      Store      `toml:"store"`
+	Admin      Admin      `toml:"admin"`
+	AuthPolicy AuthPolicy `toml:"auth_policy"`
+	Rules      Rules      `toml:"rules"`
 }
 
 // Log selects the log level and format.
@@ -76,6 +79,12 @@ type Rules struct {
 	RecipientDNS    DomainDNS    `toml:"recipient_dns"`    // R8
 	GeoIP           GeoIP        `toml:"geoip"`            // R9
 	SBL             SBL          `toml:"sbl"`              // R18
+
+	AuthFailures         AuthFailures `toml:"auth_failures"`          // R4
+	Rate                 Rate         `toml:"rate"`                   // R10
+	RecipientsPerMessage Count        `toml:"recipients_per_message"` // R11
+	MessagesPerSession   Count        `toml:"messages_per_session"`   // R12
+	BigMessages          BigMessages  `toml:"big_messages"`           // R13
 }
 
 // SenderDomain is R5 with R6's webmail exemption.
@@ -122,6 +131,12 @@ func rule(text string) Rule {
 
 // Default is the configuration before the file is read: DESIGN.md's defaults.
 func Default() Config {
+	c := defaults()
+	defaultState(&c)
+	return c
+}
+
+func defaults() Config {
 	dnsTemp := reply.MustParse("451 4.4.3 {id} temporary DNS failure, try again later")
 	return Config{
 		Log: Log{Level: "info", Format: "text"},
@@ -238,6 +253,7 @@ func placeholders(d *doc, path string, t reply.Template, allowed ...string) {
 }
 
 func (c *Config) validate(d *doc) {
+	c.validateState(d)
 	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
 

@@ -36,6 +36,14 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"policyd.listen", "policyd.socket", "policyd.socket_mode", "policyd.directory", "policyd.idle_timeout",
 		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
 		"milter.listen", "milter.socket", "milter.socket_mode",
+		"store.backend", "store.dir", "store.flush_interval", "store.gc_interval",
+		"admin.socket", "admin.socket_mode", "admin.socket_group", "admin.decision_retention",
+		"auth_policy.listen", "auth_policy.api_header", "auth_policy.api_key",
+		"rules.auth_failures.threshold", "rules.auth_failures.window", "rules.auth_failures.block_for",
+		"rules.auth_failures.counting", "rules.auth_failures.ipv6_prefix",
+		"rules.rate.unit", "rules.rate.windows", "rules.rate.buckets", "rules.rate.ipv6_prefix",
+		"rules.recipients_per_message.max", "rules.messages_per_session.max",
+		"rules.big_messages.groups", "rules.big_messages.buckets", "rules.big_messages.ipv6_prefix",
 		"dns.servers", "dns.timeout", "dns.cache_size", "dns.max_ttl", "dns.negative_ttl",
 		"rules.sender_domain.null_sender", "rules.sender_dns.tempfail_reply", "rules.recipient_dns.tempfail_reply",
 		"rules.geoip.database", "rules.geoip.allowed_countries", "rules.geoip.unknown",
@@ -45,7 +53,8 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s is not in etc/relayguard.toml", key)
 		}
 	}
-	for _, rule := range []string{"auth_required", "login_format", "account_disabled", "sender_domain", "sender_dns", "recipient_dns", "geoip", "sbl"} {
+	for _, rule := range []string{"auth_required", "login_format", "account_disabled", "sender_domain", "sender_dns", "recipient_dns", "geoip", "sbl",
+		"auth_failures", "rate", "recipients_per_message", "messages_per_session", "big_messages"} {
 		for _, k := range []string{"mode", "exempt", "reply"} {
 			if _, ok := d.lines["rules."+rule+"."+k]; !ok {
 				t.Errorf("rules.%s.%s is not in etc/relayguard.toml", rule, k)
@@ -123,6 +132,30 @@ tempfail_reply = "550 5.4.3 {id} dns"
 		`bad.toml:6: dns.servers[1]: "127.0.0.1" is not host:port`,
 		`bad.toml:7: dns.cache_size: must be at least 0`,
 		`bad.toml:8: dns.timeout: must be longer than 0s`,
+	)
+	check("state", dir+`[rules.geoip]
+mode = "off"
+[rules.rate]
+unit = "mails"
+windows = [{ window = "1m", max = 250 }, { window = "7s", max = -1 }]
+[rules.big_messages]
+groups = [{ name = "", domains = ["seznam.cz"], size = 0, max = 30, window = "3m" }, { name = "B", domains = ["seznam.cz"], size = 1, max = 1, window = "3m" }]
+[rules.auth_failures]
+counting = "passwords"
+ipv6_prefix = 129
+[auth_policy]
+api_header = ""
+api_key = "secret"
+`,
+		`bad.toml:6: rules.rate.unit: "mails" is not one of ["recipients" "messages"]`,
+		`bad.toml:7: rules.rate.windows[1].window: 7s does not split into 60 equal buckets`,
+		`bad.toml:7: rules.rate.windows[1].max: must be at least 0`,
+		`bad.toml:9: rules.big_messages.groups[0].name: required: the name the reply shows`,
+		`bad.toml:9: rules.big_messages.groups[0].size: must be at least 1`,
+		`bad.toml:9: rules.big_messages.groups[1].domains[0]: seznam.cz is already in group `,
+		`bad.toml:11: rules.auth_failures.counting: "passwords" is not one of ["attempts" "distinct-passwords"]`,
+		`bad.toml:12: rules.auth_failures.ipv6_prefix: must be from 1 to 128 (bits of an IPv6 prefix)`,
+		`bad.toml:14: auth_policy.api_header: required with api_key: the header Dovecot sends the key in`,
 	)
 	check("duplicate key", dir+"directory = \"e.toml\"\n[rules.geoip]\nmode = \"off\"\n", `bad.toml:3: policyd.directory: defined twice`)
 }

@@ -5,13 +5,13 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,11 +24,15 @@ import (
 
 // env is the running lab shared by the tests.
 var env struct {
-	lab        *harness.Lab
-	dns        *dnstest.Server
-	policydLog string // path of policyd's log file
-	policyd    *os.Process
-	directory  string // path of policyd's directory file
+	lab          *harness.Lab
+	dns          *dnstest.Server
+	policydLog   string // path of policyd's log file
+	policyd      *exec.Cmd
+	policydDone  chan struct{}
+	policydArgs  []string
+	bin, config  string   // relayguard and its configuration, for the support commands
+	policydAddrs []string // where it listens: policy, milter
+	directory    string   // path of policyd's directory file
 }
 
 const password = "secret"
@@ -36,7 +40,8 @@ const password = "secret"
 // Dovecot's accounts (all with password).
 var users = []string{
 	"jan@example.cz", "jan", "off@example.cz", "petr@example.com", "u@nomx.test", "u@nullmx.test",
-	"u@servfail.test", "x@granted.test",
+	"u@servfail.test", "x@granted.test", "rate@example.cz", "rate2@example.cz", "many@example.cz",
+	"session@example.cz", "big@example.cz",
 }
 
 const directory = `
@@ -67,6 +72,9 @@ var zone = []string{
 	"foreign.test. 300 IN MX 10 mx.foreign.test.",
 	"granted.test. 300 IN MX 10 mx.granted.test.",
 	"dest.test. 300 IN MX 10 mx.dest.test.",
+	"seznam.cz. 300 IN MX 10 mx.seznam.cz.",
+	"email.cz. 300 IN MX 10 mx.seznam.cz.",
+	"post.cz. 300 IN MX 10 mx.seznam.cz.",
 	"aaaa.test. 300 IN AAAA 2001:db8::25",
 	"nomx.test. 300 IN TXT \"no mail\"",
 	"nullmx.test. 300 IN MX 0 .",
@@ -149,13 +157,27 @@ func setup(dir string) (stop func(), err error) {
 	if err != nil {
 		return stop, err
 	}
+	authAddr, err := freeAddr()
+	if err != nil {
+		return stop, err
+	}
 	cfgFile := filepath.Join(dir, "relayguard.toml")
-	if err := writeConfig(cfgFile, [][3]string{
-		{"listen", `"127.0.0.1:10040"`, fmt.Sprintf("%q", policyAddr)},
-		{"listen", `"127.0.0.1:10041"`, fmt.Sprintf("%q", milterAddr)},
-		{"directory", `"/etc/relayguard/directory.toml"`, fmt.Sprintf("%q", dirFile)},
-		{"servers", `["127.0.0.1:53"]`, fmt.Sprintf("[%q]", env.dns.Addr())},
-		{"database", `"/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("%q", db)},
+	if err := writeConfig(cfgFile, []edit{
+		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", policyAddr)},
+		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", dirFile)},
+		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", milterAddr)},
+		{"dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", env.dns.Addr())},
+		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", authAddr)},
+		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", filepath.Join(dir, "admin.sock"))},
+		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
+		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
+		// Small limits, and addresses where they do not apply, so that
+		// each test counts on its own.
+		{"rules.rate", `exempt = []`, `exempt = ["127.0.1.0/24"]`},
+		{"rules.rate", `  { window = "1m", max = 250 },`, `  { window = "1m", max = 12 },`},
+		{"rules.rate", `  { window = "1h", max = 1000 },`, `  { window = "1h", max = 20 },`},
+		{"rules.big_messages", `  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 30, window = "3m" },`,
+			`  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 3, window = "3m" },`},
 	}); err != nil {
 		return stop, err
 	}
@@ -167,38 +189,22 @@ func setup(dir string) (stop func(), err error) {
 		return stop, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	env.policydLog = filepath.Join(dir, "policyd.log")
-	logFile, err := os.Create(env.policydLog)
-	if err != nil {
+	env.policydArgs = []string{bin, "policyd", "--config", cfgFile}
+	env.bin, env.config = bin, cfgFile
+	env.policydAddrs = []string{policyAddr, milterAddr, authAddr}
+	if err := startPolicyd(); err != nil {
 		return stop, err
 	}
-	policyd := exec.Command(bin, "policyd", "--config", cfgFile)
-	policyd.Stdout, policyd.Stderr = logFile, logFile
-	if err := policyd.Start(); err != nil {
-		return stop, err
-	}
-	env.policyd = policyd.Process
-	exited := make(chan struct{})
-	go func() { policyd.Wait(); close(exited) }()
-	stops = append(stops, func() {
-		policyd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			policyd.Process.Kill()
-		}
-		logFile.Close()
-	})
-	for _, addr := range []string{policyAddr, milterAddr} {
-		if err := waitListening(addr, exited); err != nil {
-			return stop, fmt.Errorf("policyd: %v\n%s", err, readFile(env.policydLog))
-		}
-	}
+	stops = append(stops, func() { stopPolicyd() })
 
 	accounts := map[string]string{}
 	for _, u := range users {
 		accounts[u] = password
 	}
-	env.lab, err = harness.Start(harness.Config{PolicyAddr: "inet:" + policyAddr, MilterAddr: "inet:" + milterAddr, Users: accounts, Repo: ".."})
+	env.lab, err = harness.Start(harness.Config{
+		PolicyAddr: "inet:" + policyAddr, MilterAddr: "inet:" + milterAddr, AuthPolicyURL: "http://" + authAddr + "/",
+		Users: accounts, Repo: "..",
+	})
 	if err != nil {
 		return stop, err
 	}
@@ -206,23 +212,70 @@ func setup(dir string) (stop func(), err error) {
 	return stop, nil
 }
 
-// writeConfig writes etc/relayguard.toml with the values of some keys
-// replaced; each key must be found with its documented default, so that the
-// tests run the very file an operator installs.
-func writeConfig(path string, subst [][3]string) error {
+// edit replaces one line of a table of etc/relayguard.toml.
+type edit struct{ table, old, new string }
+
+// writeConfig writes etc/relayguard.toml with some lines replaced; each line
+// must be found as documented in its table, so that the tests run the very
+// file an operator installs.
+func writeConfig(path string, edits []edit) error {
 	data, err := os.ReadFile("../etc/relayguard.toml")
 	if err != nil {
 		return err
 	}
-	for _, s := range subst {
-		key := s[0]
-		old := []byte("\n" + key + " = " + s[1] + "\n")
-		if bytes.Count(data, old) != 1 {
-			return fmt.Errorf("etc/relayguard.toml: %s = %s is not there exactly once", key, s[1])
+	lines := strings.Split(string(data), "\n")
+	for _, e := range edits {
+		table, done := "", false
+		for i, l := range lines {
+			if strings.HasPrefix(l, "[") {
+				table = strings.Trim(l, "[]")
+				continue
+			}
+			if table == e.table && l == e.old {
+				lines[i], done = e.new, true
+				break
+			}
 		}
-		data = bytes.Replace(data, old, []byte("\n"+key+" = "+s[2]+"\n"), 1)
+		if !done {
+			return fmt.Errorf("etc/relayguard.toml: [%s] has no line %q", e.table, e.old)
+		}
 	}
-	return os.WriteFile(path, data, 0o644)
+	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+}
+
+// startPolicyd starts relayguard policyd, its output appended to its log,
+// and waits until it listens.
+func startPolicyd() error {
+	logFile, err := os.OpenFile(env.policydLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(env.policydArgs[0], env.policydArgs[1:]...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logFile.Close(); close(done) }()
+	env.policyd, env.policydDone = cmd, done
+	for _, addr := range env.policydAddrs {
+		if err := waitListening(addr, done); err != nil {
+			return fmt.Errorf("policyd: %v\n%s", err, readFile(env.policydLog))
+		}
+	}
+	return nil
+}
+
+// stopPolicyd stops policyd as systemd would (SIGTERM) and waits for it.
+func stopPolicyd() {
+	env.policyd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-env.policydDone:
+	case <-time.After(15 * time.Second):
+		env.policyd.Process.Kill()
+		<-env.policydDone
+	}
 }
 
 func freeAddr() (string, error) {

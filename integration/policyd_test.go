@@ -75,16 +75,29 @@ func (x tx) run(t *testing.T) (stage, line, subject string) {
 func refused(t *testing.T, x tx, stage, want, rule string) {
 	t.Helper()
 	gotStage, line, _ := x.run(t)
-	pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(want), `\{id\}`, `([0-9A-Za-z]{22})`) + "$"
-	m := regexp.MustCompile(pattern).FindStringSubmatch(line)
-	if gotStage != stage || m == nil {
+	id, ok := matchReply(line, want)
+	if gotStage != stage || !ok {
 		t.Fatalf("from %s, login %q, sender %q, rcpt %v:\n got %s: %q\nwant %s: %q", x.local, x.login, x.from, x.to, gotStage, line, stage, want)
 	}
-	if len(m) > 1 {
-		if lines := logLinesWith("msg=reject", "id="+m[1], "rule="+rule); len(lines) != 1 {
-			t.Errorf("policyd logged %d reject lines with id %s and rule %s, want 1", len(lines), m[1], rule)
+	if id != "" {
+		if lines := logLinesWith("msg=reject", "id="+id, "rule="+rule); len(lines) != 1 {
+			t.Errorf("policyd logged %d reject lines with id %s and rule %s, want 1", len(lines), id, rule)
 		}
 	}
+}
+
+// matchReply reports whether line is want, in which {id} stands for a
+// 22-character transaction id, and returns the id.
+func matchReply(line, want string) (id string, ok bool) {
+	pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(want), `\{id\}`, `([0-9A-Za-z]{22})`) + "$"
+	m := regexp.MustCompile(pattern).FindStringSubmatch(line)
+	if m == nil {
+		return "", false
+	}
+	if len(m) > 1 {
+		id = m[1]
+	}
+	return id, true
 }
 
 // delivered asserts that x is accepted and reaches the next hop.
@@ -107,11 +120,14 @@ func TestAuthentication(t *testing.T) {
 	t.Run("R1 no AUTH", func(t *testing.T) {
 		refused(t, tx{local: "127.0.0.11", from: "jan@example.cz", to: rcpt}, "MAIL", "530 5.7.0 {id} authentication required", "R1")
 	})
+	// R2 and R3 are refused by Dovecot's auth policy before the password is
+	// checked; Postfix puts its SASL prefix before the text, which no
+	// setting changes.
 	t.Run("R2 login not a full address", func(t *testing.T) {
-		refused(t, tx{local: "127.0.0.12", login: "jan", from: "jan@example.cz", to: rcpt}, "MAIL", "535 5.7.8 {id} authentication rejected", "R2")
+		refused(t, tx{local: "127.0.0.12", login: "jan", from: "jan@example.cz", to: rcpt}, "AUTH", "535 5.7.8 Error: authentication failed: {id} authentication rejected", "R2")
 	})
 	t.Run("R3 disabled account", func(t *testing.T) {
-		refused(t, tx{local: "127.0.0.13", login: "off@example.cz", from: "off@example.cz", to: rcpt}, "MAIL", "535 5.7.8 {id} authentication rejected access disabled", "R3")
+		refused(t, tx{local: "127.0.0.13", login: "off@example.cz", from: "off@example.cz", to: rcpt}, "AUTH", "535 5.7.8 Error: authentication failed: {id} authentication rejected access disabled", "R3")
 	})
 	t.Run("accepted on every service", func(t *testing.T) {
 		delivered(t, tx{local: "127.0.0.14", login: "jan@example.cz", from: "jan@example.cz", to: rcpt})
@@ -182,7 +198,7 @@ func reload(t *testing.T, content, logged string) {
 	if err := os.WriteFile(env.directory, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.policyd.Signal(syscall.SIGHUP); err != nil {
+	if err := env.policyd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

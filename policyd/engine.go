@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"relayguard/config"
+	"relayguard/decisions"
 	"relayguard/dnscheck"
+	"relayguard/limits"
 	"relayguard/reply"
 )
 
@@ -26,20 +29,24 @@ type CountryReader interface {
 
 // Deps are the engine's dependencies, passed in so that tests can replace them.
 type Deps struct {
-	DNS   Resolver
-	GeoIP CountryReader // nil when R9 is off
-	Log   *slog.Logger
-	NewID func() string // nil: NewID
+	DNS       Resolver
+	GeoIP     CountryReader // nil when R9 is off
+	Store     limits.Store  // counters and blocks; nil when every counting rule is off
+	Decisions decisions.Log // refusals by id, for `relayguard explain`; may be nil
+	Log       *slog.Logger
+	Now       func() time.Time // nil: time.Now
+	NewID     func() string    // nil: NewID
 }
 
 // Engine turns a request into a decision: the rules of DESIGN.md evaluated
 // against the request, the domain directory and the dependencies. It keeps
 // no per-connection state and is safe for concurrent use.
 type Engine struct {
-	cfg   *config.Config
-	dir   atomic.Pointer[config.Directory]
-	deps  Deps
-	rules []*rule
+	cfg     *config.Config
+	dir     atomic.Pointer[config.Directory]
+	deps    Deps
+	rules   []*rule
+	tracker *tracker
 }
 
 // NewEngine builds the engine from a checked configuration and directory.
@@ -56,10 +63,21 @@ func NewEngine(cfg *config.Config, dir *config.Directory, deps Deps) (*Engine, e
 	if deps.NewID == nil {
 		deps.NewID = NewID
 	}
-	e := &Engine{cfg: cfg, deps: deps, rules: rules(cfg)}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	e := &Engine{cfg: cfg, deps: deps, rules: rules(cfg), tracker: newTracker()}
+	for _, r := range e.rules {
+		if r.counts && r.cfg.Mode != config.Off && deps.Store == nil {
+			return nil, fmt.Errorf("policyd: rule %s %s counts, but no store is open", r.id, r.name)
+		}
+	}
 	e.dir.Store(dir)
 	return e, nil
 }
+
+// Directory returns the domain directory in force.
+func (e *Engine) Directory() *config.Directory { return e.dir.Load() }
 
 // SetDirectory replaces the domain directory (on SIGHUP); requests already
 // being decided finish with the old one.
@@ -126,24 +144,61 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (action string) {
 			}
 			continue
 		}
-		id := e.deps.NewID()
-		line := o.reply.Render(append(o.vars, "id", id, "ip", f.ipText())...)
-		attrs := append(f.logAttrs(), "id", id, "rule", r.id, "name", r.name, "reason", o.reason, "reply", line)
+		line := e.refuse(ctx, r, f, o)
 		if r.cfg.Mode == config.LogOnly {
-			e.deps.Log.Info("would reject (log-only)", attrs...)
 			continue
 		}
-		e.deps.Log.Info("reject", attrs...)
 		return line
 	}
+	e.accepted(f)
 	return "DUNNO"
+}
+
+// refuse renders, logs and records a refusal, and returns its reply line.
+func (e *Engine) refuse(ctx context.Context, r *rule, f *facts, o outcome) string {
+	id := e.deps.NewID()
+	line := o.reply.Render(append(o.vars, "id", id, "ip", f.ipText(), "login", f.login, "sender", f.sender, "recipient", f.recipient)...)
+	attrs := append(f.logAttrs(), "id", id, "rule", r.id, "name", r.name, "reason", o.reason, "reply", line)
+	msg := "reject"
+	if r.cfg.Mode == config.LogOnly {
+		msg = "would reject (log-only)"
+	}
+	e.deps.Log.Info(msg, attrs...)
+	if e.deps.Decisions != nil {
+		rec := decisions.Record{
+			ID: id, Time: e.deps.Now(), Stage: f.stage, Rule: r.id, Name: r.name, Mode: string(r.cfg.Mode),
+			Client: f.ipRaw, Login: f.login, Sender: f.sender, Recipient: f.recipient,
+			Reason: o.reason, Reply: line, Counters: o.counters,
+		}
+		if err := e.deps.Decisions.Put(ctx, rec); err != nil {
+			e.deps.Log.Warn("decision not recorded: it cannot be explained later", "id", id, "error", err)
+		}
+	}
+	return line
+}
+
+// accepted records what an accepted request changes: a recipient joins its
+// transaction; a message is counted once, in its session.
+func (e *Engine) accepted(f *facts) {
+	switch f.stage {
+	case "RCPT":
+		if f.instance != "" && f.recipient != "" {
+			d, _ := domainOf(f.recipient)
+			e.tracker.addRecipient(f.instance, f.recipientKey(), d, e.deps.Now())
+		}
+	case "END-OF-MESSAGE":
+		if f.instance != "" {
+			e.tracker.commit(f.instance, f.session, e.deps.Now())
+		}
+	}
 }
 
 // outcome is what a rule check found: no reply means the rule passes.
 type outcome struct {
-	reply  *reply.Template
-	vars   []string // placeholder values, name then value
-	reason string   // for the log line
+	reply    *reply.Template
+	vars     []string         // placeholder values, name then value
+	reason   string           // for the log line
+	counters map[string]int64 // what a counting rule counted, for `explain`
 }
 
 func pass(reason string) outcome { return outcome{reason: reason} }
@@ -154,6 +209,7 @@ type rule struct {
 	id, name string
 	stages   map[string]bool
 	cfg      *config.Rule
+	counts   bool // needs the store
 	check    func(ctx context.Context, e *Engine, f *facts) outcome
 }
 

@@ -7,15 +7,19 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
 	"relayguard/config"
+	"relayguard/decisions"
 	"relayguard/dnscheck"
 	"relayguard/geoip"
 	"relayguard/geoip/geoiptest"
 	"relayguard/internal/dnstest"
+	"relayguard/limits"
 )
 
 const testDirectory = `
@@ -36,11 +40,33 @@ alternative_sender = "jan.novak@foreign.test"
 external_accounts = ["jan@other.test"]
 `
 
-// testEngine is an engine over a real DNS server and a real GeoIP database.
+// testEngine is an engine over a real DNS server, a real GeoIP database, a
+// store in memory and a clock moved by hand.
 type testEngine struct {
 	*Engine
-	dns *dnstest.Server
-	log *bytes.Buffer
+	dns       *dnstest.Server
+	log       *bytes.Buffer
+	store     *limits.Memory
+	decisions *decisions.Memory
+	clock     *clock
+}
+
+// clock is a time that tests move by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 func newTestEngine(t *testing.T, edit func(*config.Config)) *testEngine {
@@ -99,16 +125,22 @@ func newTestEngine(t *testing.T, edit func(*config.Config)) *testEngine {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
+	clk := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	store := limits.NewMemory()
+	decided := &decisions.Memory{Retention: 7 * 24 * time.Hour, Max: 1000, Now: clk.Now}
 	e, err := NewEngine(&cfg, dir, Deps{
-		DNS:   resolver,
-		GeoIP: geo,
-		Log:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		NewID: func() string { return "ID" },
+		DNS:       resolver,
+		GeoIP:     geo,
+		Store:     store,
+		Decisions: decided,
+		Log:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:       clk.Now,
+		NewID:     func() string { return "ID" },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testEngine{Engine: e, dns: srv, log: &logs}
+	return &testEngine{Engine: e, dns: srv, log: &logs, store: store, decisions: decided, clock: clk}
 }
 
 // request builds a policy request as Postfix 3.7 sends it at stage.

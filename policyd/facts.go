@@ -2,9 +2,11 @@ package policyd
 
 import (
 	"net/netip"
+	"strconv"
 
 	"relayguard/config"
 	"relayguard/mailaddr"
+	"relayguard/subject"
 )
 
 // facts are the attributes of one request that the rules use, parsed once.
@@ -16,7 +18,12 @@ type facts struct {
 	login     string // sasl_username: empty when the client did not authenticate
 	sender    string // envelope sender: empty for the null sender <>
 	recipient string
-	dir       *config.Directory
+	session   session // client and server address and port
+	instance  string  // one mail transaction
+	size      int     // message size at END-OF-MESSAGE
+	// recipientCount is the recipients accepted, at DATA and END-OF-MESSAGE.
+	recipientCount int
+	dir            *config.Directory
 }
 
 func newFacts(req *Request, dir *config.Directory) *facts {
@@ -30,8 +37,15 @@ func newFacts(req *Request, dir *config.Directory) *facts {
 	}
 	f.ip, f.ipErr = netip.ParseAddr(f.ipRaw)
 	f.ip = f.ip.Unmap()
+	f.session = session{addrPort(f.ipRaw, req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
+	f.instance = req.Get("instance")
+	f.size, _ = strconv.Atoi(req.Get("size"))
+	f.recipientCount, _ = strconv.Atoi(req.Get("recipient_count"))
 	return f
 }
+
+// recipientKey is the recipient as the tracker counts it.
+func (f *facts) recipientKey() string { return subject.Account(f.recipient) }
 
 func (f *facts) ipText() string { return f.ipRaw }
 

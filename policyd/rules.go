@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"relayguard/config"
 	"relayguard/dnscheck"
+	"relayguard/limits"
 	"relayguard/mailaddr"
+	"relayguard/subject"
 )
 
 // rules lists the rules in the order they are checked at each stage: cheap
-// checks on the request first, then the directory, then GeoIP, then DNS.
+// checks on the request first, then the directory, then GeoIP, then DNS,
+// then the store.
 func rules(c *config.Config) []*rule {
 	r := &c.Rules
 	listed, pbl := addrSet(r.SBL.Listed), addrSet(r.SBL.PBL)
@@ -21,14 +25,20 @@ func rules(c *config.Config) []*rule {
 		allowed[cc] = true
 	}
 	return []*rule{
+		{id: "R4", name: "auth_failures", stages: stages("CONNECT"), cfg: &r.AuthFailures.Rule, counts: true, check: authFailures(&r.AuthFailures)},
 		{id: "R1", name: "auth_required", stages: stages("MAIL"), cfg: &r.AuthRequired, check: authRequired},
 		{id: "R18", name: "sbl", stages: stages("CONNECT", "MAIL"), cfg: &r.SBL.Rule, check: sbl(&r.SBL, listed, pbl)},
+		{id: "R12", name: "messages_per_session", stages: stages("MAIL", "RCPT"), cfg: &r.MessagesPerSession.Rule, check: messagesPerSession(&r.MessagesPerSession)},
 		{id: "R2", name: "login_format", stages: stages("MAIL"), cfg: &r.LoginFormat, check: loginFormat},
 		{id: "R3", name: "account_disabled", stages: stages("MAIL"), cfg: &r.AccountDisabled, check: accountDisabled},
 		{id: "R5", name: "sender_domain", stages: stages("MAIL"), cfg: &r.SenderDomain.Rule, check: senderDomain(&r.SenderDomain)},
 		{id: "R9", name: "geoip", stages: stages("MAIL"), cfg: &r.GeoIP.Rule, check: geoIP(&r.GeoIP, allowed)},
 		{id: "R7", name: "sender_dns", stages: stages("MAIL"), cfg: &r.SenderDNS.Rule, check: senderDNS(&r.SenderDNS)},
+		{id: "R11", name: "recipients_per_message", stages: stages("RCPT"), cfg: &r.RecipientsPerMessage.Rule, check: recipientsPerMessage(&r.RecipientsPerMessage)},
 		{id: "R8", name: "recipient_dns", stages: stages("RCPT"), cfg: &r.RecipientDNS.Rule, check: recipientDNS(&r.RecipientDNS)},
+		{id: "R13", name: "big_messages", stages: stages("END-OF-MESSAGE"), cfg: &r.BigMessages.Rule, counts: true, check: bigMessages(&r.BigMessages)},
+		// R10 last: at END-OF-MESSAGE it counts the message, which must then be accepted.
+		{id: "R10", name: "rate", stages: stages("RCPT", "END-OF-MESSAGE"), cfg: &r.Rate.Rule, counts: true, check: rate(&r.Rate)},
 	}
 }
 
@@ -59,12 +69,46 @@ func loginFormat(_ context.Context, e *Engine, f *facts) outcome {
 	return pass("")
 }
 
-// R3: support can disable an account's SMTP access.
-func accountDisabled(_ context.Context, e *Engine, f *facts) outcome {
+// R3: support can disable an account's SMTP access, in the directory or
+// with `relayguard account disable`.
+func accountDisabled(ctx context.Context, e *Engine, f *facts) outcome {
+	if f.login == "" {
+		return pass("")
+	}
 	if a := f.account(); a != nil && a.Disabled {
-		return outcome{reply: &e.cfg.Rules.AccountDisabled.Reply, vars: []string{"login", f.login}, reason: "account disabled in the directory"}
+		return outcome{reply: &e.cfg.Rules.AccountDisabled.Reply, reason: "account disabled in the directory"}
+	}
+	if e.deps.Store == nil {
+		return pass("")
+	}
+	disabled, err := AccountDisabled(ctx, e.deps.Store, f.login, e.deps.Now())
+	if err != nil {
+		return storeFailure(e, err)
+	}
+	if disabled {
+		return outcome{reply: &e.cfg.Rules.AccountDisabled.Reply, reason: "account disabled by support"}
 	}
 	return pass("")
+}
+
+// accountFlagKey is where `relayguard account disable` keeps its flag: a
+// block without end in the store, so that every node sees it and it
+// survives restarts.
+func accountFlagKey(login string) string { return subject.Key("r3", "account", subject.Account(login)) }
+
+// AccountDisabled reports whether support disabled the account in the store.
+func AccountDisabled(ctx context.Context, s limits.Store, login string, now time.Time) (bool, error) {
+	_, disabled, err := s.Blocked(ctx, accountFlagKey(login), now)
+	return disabled, err
+}
+
+// SetAccountDisabled sets or clears support's flag on an account.
+func SetAccountDisabled(ctx context.Context, s limits.Store, login string, disabled bool, now time.Time) error {
+	if !disabled {
+		_, err := s.Unblock(ctx, accountFlagKey(login))
+		return err
+	}
+	return s.Block(ctx, accountFlagKey(login), now.AddDate(100, 0, 0), "SMTP access disabled by support", 0)
 }
 
 // R5: the sender's domain is the account's domain or one of its aliases

@@ -148,11 +148,13 @@ func (t Template) Check(allowed ...string) error {
 // returns the whole reply line. Values are made single-line first, so nothing
 // a client sends can split the reply.
 func (t Template) Render(vars ...string) string {
+	return strconv.Itoa(t.Code) + " " + t.Enhanced + " " + t.Text(vars...)
+}
+
+// Text is Render without the codes: the text alone, for a channel that adds
+// its own (Dovecot's auth policy message).
+func (t Template) Text(vars ...string) string {
 	var b strings.Builder
-	b.WriteString(strconv.Itoa(t.Code))
-	b.WriteByte(' ')
-	b.WriteString(t.Enhanced)
-	b.WriteByte(' ')
 	for _, p := range t.parts {
 		if p.lit != "" {
 			b.WriteString(p.lit)

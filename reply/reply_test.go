@@ -38,6 +38,9 @@ func TestRender(t *testing.T) {
 	check("530 5.7.0 {id} authentication required", []string{"id", "piWs1j0010jifNx01iWsdh"}, "530 5.7.0 piWs1j0010jifNx01iWsdh authentication required")
 	check("550 5.1.0 <{sender}> x", []string{"sender", "a\r\nb@c"}, "550 5.1.0 <a  b@c> x")
 	check("550 5.1.0 [{missing}]", nil, "550 5.1.0 []")
+	if got := MustParse("421 4.7.0 {id} refused from {ip}.").Text("id", "X", "ip", "192.0.2.1"); got != "X refused from 192.0.2.1." {
+		t.Errorf("Text: %q", got)
+	}
 }
 
 func TestCheck(t *testing.T) {

@@ -16,8 +16,11 @@ subst() { # KEY OLD NEW
 cp "$etc/relayguard.toml" "$cfg.tmp"
 subst directory /etc/relayguard/directory.toml "$etc/directory.toml"
 subst database /var/lib/relayguard/country.mmdb "$(cd "$var" && pwd)/country.mmdb"
+subst dir /var/lib/relayguard/state "$(cd "$var" && pwd)/state"
+subst socket /run/relayguard/admin.sock "$(cd "$var" && pwd)/admin.sock"
 mv "$cfg.tmp" "$cfg"
 
 "$bin" check-config --config "$cfg"
-echo "policyd: check_policy_service inet:127.0.0.1:10040 (Ctrl-C stops it)"
+echo "policyd: policy service 127.0.0.1:10040, milter 127.0.0.1:10041, Dovecot auth policy 127.0.0.1:10042,"
+echo "admin socket $var/admin.sock (e.g. $bin blocks --socket $var/admin.sock). Ctrl-C stops it."
 exec "$bin" policyd --config "$cfg"

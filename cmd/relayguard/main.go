@@ -15,7 +15,7 @@ func main() {
 	app := &cli.App{
 		Name:  "relayguard",
 		Usage: "enforce a hosting provider's outbound mail rules in front of Postfix",
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			{
 				Name:   "policyd",
 				Usage:  "run the Postfix policy service",
@@ -28,7 +28,7 @@ func main() {
 				Flags:  []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error { return checkConfig(c.String("config")) },
 			},
-		},
+		}, supportCommands()...),
 	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, err)

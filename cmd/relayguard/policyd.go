@@ -13,15 +13,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
+	"relayguard/admin"
+	"relayguard/authpolicy"
 	"relayguard/config"
+	"relayguard/decisions"
 	"relayguard/dnscheck"
 	"relayguard/geoip"
+	"relayguard/limits"
 	"relayguard/milter"
 	"relayguard/policyd"
 )
@@ -97,7 +103,21 @@ func runPolicyd(path string) error {
 	if err != nil {
 		return err
 	}
-	deps := policyd.Deps{DNS: resolver, Log: log}
+	store, err := limits.OpenBadger(limits.BadgerConfig{
+		Dir: cfg.Store.Dir, FlushInterval: cfg.Store.FlushInterval, GCInterval: cfg.Store.GCInterval, Log: log,
+	})
+	if err != nil {
+		return fmt.Errorf("store %s: %w", cfg.Store.Dir, err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("store not closed cleanly", "dir", cfg.Store.Dir, "error", err)
+		}
+	}()
+	log.Info("store open", "backend", cfg.Store.Backend, "dir", cfg.Store.Dir, "flush_interval", cfg.Store.FlushInterval)
+	decided := &decisions.Files{Dir: filepath.Join(cfg.Store.Dir, "decisions"), Retention: cfg.Admin.DecisionRetention, Now: time.Now}
+	defer decided.Close()
+	deps := policyd.Deps{DNS: resolver, Store: store, Decisions: decided, Log: log}
 	if l.geo != nil {
 		defer l.geo.Close()
 		deps.GeoIP = l.geo
@@ -152,6 +172,43 @@ func runPolicyd(path string) error {
 		}
 	}
 
+	var adminSrv *http.Server
+	if cfg.Admin.Socket != "" {
+		ln, err := admin.Listen(cfg.Admin.Socket, cfg.Admin.SocketMode, cfg.Admin.SocketGroup)
+		if err != nil {
+			return fmt.Errorf("admin.socket: %w", err)
+		}
+		support := &policyd.Support{Config: cfg, Store: store, Decisions: decided, Now: time.Now}
+		adminSrv = &http.Server{Handler: &admin.Server{Backend: support, Retention: cfg.Admin.DecisionRetention, Log: log},
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		log.Info("admin API listening", "socket", cfg.Admin.Socket, "mode", cfg.Admin.SocketMode, "group", cfg.Admin.SocketGroup)
+		go func() { serveErr <- adminSrv.Serve(ln) }()
+	}
+
+	var authSrv *http.Server
+	if cfg.AuthPolicy.Listen != "" {
+		ap := &authpolicy.Server{
+			Config: cfg.AuthPolicy, Failures: &cfg.Rules.AuthFailures,
+			LoginFormat: &cfg.Rules.LoginFormat, AccountDisabled: &cfg.Rules.AccountDisabled,
+			Store: store, Directory: engine.Directory, Decisions: deps.Decisions, NewID: policyd.NewID, Log: log,
+			Disabled: func(ctx context.Context, account string) (bool, error) {
+				return policyd.AccountDisabled(ctx, store, account, time.Now())
+			},
+		}
+		if err := ap.Validate(); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.AuthPolicy.Listen)
+		if err != nil {
+			return fmt.Errorf("auth_policy.listen: %w", err)
+		}
+		authSrv = &http.Server{Handler: ap, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		log.Info("Dovecot auth policy service listening", "address", ln.Addr().String(), "api_key", cfg.AuthPolicy.APIKey != "")
+		go func() { serveErr <- authSrv.Serve(ln) }()
+	}
+
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	for {
@@ -169,6 +226,13 @@ func runPolicyd(path string) error {
 			cancel()
 			if milterSrv != nil {
 				milterSrv.Close()
+			}
+			for _, h := range []*http.Server{authSrv, adminSrv} {
+				if h != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					h.Shutdown(ctx)
+					cancel()
+				}
 			}
 			for _, sock := range []string{cfg.Policyd.Socket, cfg.Milter.Socket} {
 				if sock != "" {

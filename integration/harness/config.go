@@ -11,6 +11,7 @@ import (
 const (
 	etcPolicyAddr    = "inet:127.0.0.1:10040"
 	etcMilterAddr    = "inet:127.0.0.1:10041"
+	etcAuthPolicyURL = "http://127.0.0.1:10042/"
 	etcTLSCert       = "/etc/relayguard/tls/cert.pem"
 	etcTLSKey        = "/etc/relayguard/tls/key.pem"
 	etcDovecotSocket = "/var/spool/postfix/private/auth"

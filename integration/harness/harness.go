@@ -36,6 +36,9 @@ type Config struct {
 	PolicyAddr string
 	// MilterAddr replaces the milter address of etc/postfix/main.cf (inet:127.0.0.1:10041).
 	MilterAddr string
+	// AuthPolicyURL replaces Dovecot's auth policy URL of etc/dovecot/95-relayguard.conf
+	// (http://127.0.0.1:10042/).
+	AuthPolicyURL string
 	// Users are Dovecot's accounts, login to plain-text password.
 	Users map[string]string
 	// Repo is the repository root, where etc/ is.
@@ -75,8 +78,8 @@ func Start(cfg Config) (*Lab, error) {
 	if err := EnsureInstalled(); err != nil {
 		return nil, err
 	}
-	if cfg.PolicyAddr == "" || cfg.MilterAddr == "" || cfg.Repo == "" {
-		return nil, errors.New("harness: Config.PolicyAddr, Config.MilterAddr and Config.Repo are required")
+	if cfg.PolicyAddr == "" || cfg.MilterAddr == "" || cfg.AuthPolicyURL == "" || cfg.Repo == "" {
+		return nil, errors.New("harness: Config.PolicyAddr, Config.MilterAddr, Config.AuthPolicyURL and Config.Repo are required")
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("harness: Start needs root: Postfix and Dovecot start as root and drop privileges")
@@ -237,7 +240,8 @@ func (lab *Lab) writeDovecotConfig(cfg Config) error {
 		return fmt.Errorf("harness: %w", err)
 	}
 	frag, err := substitute(fragFile, string(b),
-		substitution{"Postfix SASL socket", etcDovecotSocket, lab.authSocket()})
+		substitution{"Postfix SASL socket", etcDovecotSocket, lab.authSocket()},
+		substitution{"auth policy URL", etcAuthPolicyURL, cfg.AuthPolicyURL})
 	if err != nil {
 		return err
 	}

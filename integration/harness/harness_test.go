@@ -62,8 +62,11 @@ func run(m *testing.M) int {
 	lab, err = Start(Config{
 		PolicyAddr: "inet:" + policy.addr,
 		MilterAddr: "inet:" + ml.Addr().String(),
-		Users:      map[string]string{"jan@example.test": "secret", "jan": "secret"},
-		Repo:       repo,
+		// Nothing listens there: Dovecot goes on without a policy
+		// (auth_policy_reject_on_fail = no).
+		AuthPolicyURL: "http://127.0.0.1:1/",
+		Users:         map[string]string{"jan@example.test": "secret", "jan": "secret"},
+		Repo:          repo,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

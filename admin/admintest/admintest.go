@@ -1,0 +1,188 @@
+// Package admintest provides an admin.Backend held in memory, and serves it
+// on a unix socket, for the tests of the admin API and of its commands.
+package admintest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"relayguard/admin"
+	"relayguard/decisions"
+	"relayguard/limits"
+	"relayguard/subject"
+)
+
+// Backend is an admin.Backend in memory. It blocks an IP as R4 does, under
+// the key "r4|ip|SUBJECT" (IPv6 per /64), and knows the accounts given to
+// AddAccount only.
+type Backend struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	err       error
+	blocks    map[string]limits.Block
+	accounts  map[string]bool // account → disabled
+	usage     map[string][]admin.UsageLine
+	decisions map[string]decisions.Record
+}
+
+// New returns an empty Backend whose clock is now.
+func New(now func() time.Time) *Backend {
+	return &Backend{
+		now:       now,
+		blocks:    map[string]limits.Block{},
+		accounts:  map[string]bool{},
+		usage:     map[string][]admin.UsageLine{},
+		decisions: map[string]decisions.Record{},
+	}
+}
+
+// Fail makes every method fail with err from now on (nil: succeed again).
+func (b *Backend) Fail(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.err = err
+}
+
+// AddBlock adds a block.
+func (b *Backend) AddBlock(bl limits.Block) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.blocks[bl.Key] = bl
+}
+
+// AddAccount makes an account known, enabled.
+func (b *Backend) AddAccount(account string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.accounts[account] = false
+}
+
+// AddUsage sets the usage lines of a subject.
+func (b *Backend) AddUsage(subject string, lines ...admin.UsageLine) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.usage[subject] = lines
+}
+
+// AddDecision keeps a decision.
+func (b *Backend) AddDecision(r decisions.Record) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.decisions[r.ID] = r
+}
+
+// Disabled reports whether an account's SMTP access is off.
+func (b *Backend) Disabled(account string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accounts[account]
+}
+
+// Blocks implements admin.Backend: the blocks in force, by key.
+func (b *Backend) Blocks(context.Context) ([]limits.Block, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, b.err
+	}
+	var out []limits.Block
+	for _, bl := range b.blocks {
+		if bl.Until.After(b.now()) {
+			out = append(out, bl)
+		}
+	}
+	slices.SortFunc(out, func(x, y limits.Block) int { return strings.Compare(x.Key, y.Key) })
+	return out, nil
+}
+
+func ipKey(ip netip.Addr) string { return subject.Key("r4", "ip", subject.IP(ip, 64)) }
+
+// Unblock implements admin.Backend.
+func (b *Backend) Unblock(_ context.Context, ip netip.Addr) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return false, b.err
+	}
+	bl, ok := b.blocks[ipKey(ip)]
+	delete(b.blocks, ipKey(ip))
+	return ok && bl.Until.After(b.now()), nil
+}
+
+// Block implements admin.Backend.
+func (b *Backend) Block(_ context.Context, ip netip.Addr, d time.Duration, reason string) (limits.Block, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return limits.Block{}, b.err
+	}
+	bl := limits.Block{Key: ipKey(ip), Until: b.now().Add(d), Reason: reason}
+	b.blocks[bl.Key] = bl
+	return bl, nil
+}
+
+// SetAccountDisabled implements admin.Backend.
+func (b *Backend) SetAccountDisabled(_ context.Context, account string, disabled bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err
+	}
+	if _, ok := b.accounts[account]; !ok {
+		return fmt.Errorf("%w: no account %s", admin.ErrNotFound, account)
+	}
+	b.accounts[account] = disabled
+	return nil
+}
+
+// Usage implements admin.Backend.
+func (b *Backend) Usage(_ context.Context, subject string) ([]admin.UsageLine, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, b.err
+	}
+	return b.usage[subject], nil
+}
+
+// Explain implements admin.Backend.
+func (b *Backend) Explain(_ context.Context, id string) (decisions.Record, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return decisions.Record{}, false, b.err
+	}
+	r, ok := b.decisions[id]
+	return r, ok, nil
+}
+
+// Serve serves s on a new unix socket in a temporary directory of t until
+// the test ends, and returns the socket's path.
+func Serve(t testing.TB, s *admin.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	ln, err := admin.Listen(path, "0660", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return path
+}

@@ -1,0 +1,264 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"relayguard/mailaddr"
+)
+
+// DefaultReason is the reason of a block made without one.
+const DefaultReason = "blocked by support"
+
+// maxReason is the longest reason a block accepts, in characters: it is
+// shown in one table cell and logged.
+const maxReason = 200
+
+// Server answers the API's requests (see the package comment) from a
+// Backend. Serve it with an http.Server on the listener of Listen.
+type Server struct {
+	Backend Backend
+	// Retention is how long decisions are kept, said in the answer to an
+	// unknown id; zero leaves it out.
+	Retention time.Duration
+	// Log, when not nil, records every change (block, unblock, account)
+	// and every failure of the Backend.
+	Log *slog.Logger
+}
+
+// handler answers one endpoint with a value to encode, or an error: an
+// *Error as it is, a Backend's error as 404 (ErrNotFound) or 500.
+type handler func(s *Server, r *http.Request) (any, error)
+
+// route returns the method and handler of a path.
+func route(path string) (string, handler) {
+	switch path {
+	case "/blocks":
+		return http.MethodGet, (*Server).blocks
+	case "/unblock":
+		return http.MethodPost, (*Server).unblock
+	case "/block":
+		return http.MethodPost, (*Server).block
+	case "/account":
+		return http.MethodPost, (*Server).account
+	case "/usage":
+		return http.MethodGet, (*Server).usage
+	}
+	if strings.HasPrefix(path, "/explain/") {
+		return http.MethodGet, (*Server).explain
+	}
+	return "", nil
+}
+
+// ServeHTTP answers one request of the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	method, h := route(r.URL.Path)
+	var v any
+	var err error
+	switch {
+	case h == nil:
+		err = &Error{http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path)}
+	case r.Method != method:
+		w.Header().Set("Allow", method)
+		err = &Error{http.StatusMethodNotAllowed, fmt.Sprintf("%s wants %s, not %s", r.URL.Path, method, r.Method)}
+	default:
+		v, err = h(s, r)
+	}
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, ErrNotFound):
+		e = &Error{http.StatusNotFound, err.Error()}
+	default:
+		e = &Error{http.StatusInternalServerError, err.Error()}
+		if s.Log != nil {
+			s.Log.Error("admin API: backend failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
+		}
+	}
+	writeJSON(w, e.Status, struct {
+		Error string `json:"error"`
+	}{e.Message})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func badRequest(format string, args ...any) error {
+	return &Error{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// decode reads a request's JSON body into v: one object, known fields only.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("invalid request body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("invalid request body: more than one JSON value")
+	}
+	return nil
+}
+
+func (s *Server) info(msg string, args ...any) {
+	if s.Log != nil {
+		s.Log.Info(msg, args...)
+	}
+}
+
+func (s *Server) blocks(r *http.Request) (any, error) {
+	bs, err := s.Backend.Blocks(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Block, len(bs))
+	for i, b := range bs {
+		out[i] = blockOf(b)
+	}
+	return out, nil
+}
+
+func (s *Server) unblock(r *http.Request) (any, error) {
+	var req struct {
+		IP string `json:"ip"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	ip, err := ParseIP(req.IP)
+	if err != nil {
+		return nil, badRequest("invalid ip: %v", err)
+	}
+	ok, err := s.Backend.Unblock(r.Context(), ip)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, &Error{http.StatusNotFound, fmt.Sprintf("%s is not blocked", ip)}
+	}
+	s.info("admin API: unblocked", "ip", ip.String())
+	return Unblocked{IP: ip.String(), Unblocked: true}, nil
+}
+
+func (s *Server) block(r *http.Request) (any, error) {
+	var req struct {
+		IP       string `json:"ip"`
+		Duration string `json:"duration"`
+		Reason   string `json:"reason"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	ip, err := ParseIP(req.IP)
+	if err != nil {
+		return nil, badRequest("invalid ip: %v", err)
+	}
+	d, err := time.ParseDuration(req.Duration)
+	if err != nil {
+		return nil, badRequest("invalid duration %q: want a Go duration such as 90m or 2h", req.Duration)
+	}
+	if d <= 0 {
+		return nil, badRequest("invalid duration %q: must be longer than 0s", req.Duration)
+	}
+	reason := strings.TrimSpace(req.Reason)
+	switch {
+	case reason == "":
+		reason = DefaultReason
+	case utf8.RuneCountInString(reason) > maxReason:
+		return nil, badRequest("invalid reason: longer than %d characters", maxReason)
+	case !utf8.ValidString(reason) || strings.ContainsFunc(reason, unicode.IsControl):
+		return nil, badRequest("invalid reason: one line of text, without control characters")
+	}
+	b, err := s.Backend.Block(r.Context(), ip, d, reason)
+	if err != nil {
+		return nil, err
+	}
+	s.info("admin API: blocked", "ip", ip.String(), "for", d.String(), "until", b.Until, "reason", reason)
+	return blockOf(b), nil
+}
+
+func (s *Server) account(r *http.Request) (any, error) {
+	var req struct {
+		Account  string `json:"account"`
+		Disabled *bool  `json:"disabled"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	account, err := mailaddr.Normalize(req.Account)
+	if err != nil {
+		return nil, badRequest("invalid account: %v", err)
+	}
+	if req.Disabled == nil {
+		return nil, badRequest("invalid request: \"disabled\" is required (true or false)")
+	}
+	if err := s.Backend.SetAccountDisabled(r.Context(), account, *req.Disabled); err != nil {
+		return nil, err
+	}
+	s.info("admin API: account", "account", account, "disabled", *req.Disabled)
+	return AccountState{Account: account, Disabled: *req.Disabled}, nil
+}
+
+func (s *Server) usage(r *http.Request) (any, error) {
+	q := r.URL.Query().Get("subject")
+	if q == "" {
+		return nil, badRequest("invalid subject: the query needs ?subject=ACCOUNT or ?subject=IP")
+	}
+	subject, err := parseSubject(q)
+	if err != nil {
+		return nil, badRequest("invalid subject: %v", err)
+	}
+	lines, err := s.Backend.Usage(r.Context(), subject)
+	if err != nil {
+		return nil, err
+	}
+	if lines == nil {
+		lines = []UsageLine{}
+	}
+	return lines, nil
+}
+
+func (s *Server) explain(r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/explain/")
+	if !validID(id) {
+		return nil, badRequest("invalid id %q: a reply's id is 22 letters and digits", id)
+	}
+	rec, ok, err := s.Backend.Explain(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		msg := "no decision " + id
+		if s.Retention > 0 {
+			msg += fmt.Sprintf(" (decisions are kept %s)", days(s.Retention))
+		}
+		return nil, &Error{http.StatusNotFound, msg}
+	}
+	return rec, nil
+}
+
+// days writes a retention in days when it is whole days.
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
+}

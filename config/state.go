@@ -1,0 +1,203 @@
+package config
+
+import (
+	"fmt"
+	"os/user"
+	"time"
+)
+
+// The configuration of policyd's state: the store, the admin API, Dovecot's
+// auth policy service, and the counting rules (R4, R10-R13).
+
+// Store is where counters, blocks and decisions live.
+type Store struct {
+	Backend       string        `toml:"backend"` // "badger"
+	Dir           string        `toml:"dir"`
+	FlushInterval time.Duration `toml:"flush_interval"`
+	GCInterval    time.Duration `toml:"gc_interval"`
+}
+
+// Admin is the support desk's API, on a unix socket only.
+type Admin struct {
+	Socket            string        `toml:"socket"`
+	SocketMode        string        `toml:"socket_mode"`
+	SocketGroup       string        `toml:"socket_group"`
+	DecisionRetention time.Duration `toml:"decision_retention"`
+}
+
+// AuthPolicy is the HTTP service Dovecot's auth_policy_server_url points at.
+type AuthPolicy struct {
+	Listen    string `toml:"listen"`
+	APIHeader string `toml:"api_header"`
+	APIKey    string `toml:"api_key"`
+}
+
+// AuthFailures is R4: too many failed authentications from one address.
+type AuthFailures struct {
+	Rule
+	Threshold  int           `toml:"threshold"` // refused past this many failures
+	Window     time.Duration `toml:"window"`
+	BlockFor   time.Duration `toml:"block_for"`
+	Counting   string        `toml:"counting"` // "attempts" or "distinct-passwords"
+	IPv6Prefix int           `toml:"ipv6_prefix"`
+}
+
+// RateWindow is one window of R10.
+type RateWindow struct {
+	Window time.Duration `toml:"window"`
+	Max    int           `toml:"max"`
+}
+
+// Rate is R10: per account and per client address.
+type Rate struct {
+	Rule
+	Unit       string       `toml:"unit"` // "recipients" or "messages"
+	Windows    []RateWindow `toml:"windows"`
+	Buckets    int          `toml:"buckets"`
+	IPv6Prefix int          `toml:"ipv6_prefix"`
+}
+
+// Count is R11 and R12: a maximum per message or per session.
+type Count struct {
+	Rule
+	Max int `toml:"max"`
+}
+
+// DomainGroup is one destination group of R13.
+type DomainGroup struct {
+	Name    string        `toml:"name"`
+	Domains []string      `toml:"domains"`
+	Size    int           `toml:"size"` // bytes: a message larger than this is big
+	Max     int           `toml:"max"`
+	Window  time.Duration `toml:"window"`
+}
+
+// BigMessages is R13.
+type BigMessages struct {
+	Rule
+	Groups     []DomainGroup `toml:"groups"`
+	Buckets    int           `toml:"buckets"`
+	IPv6Prefix int           `toml:"ipv6_prefix"`
+}
+
+func defaultState(c *Config) {
+	c.Store = Store{Backend: "badger", Dir: "/var/lib/relayguard/state", FlushInterval: time.Second, GCInterval: 10 * time.Minute}
+	c.Admin = Admin{Socket: "/run/relayguard/admin.sock", SocketMode: "0660", DecisionRetention: 7 * 24 * time.Hour}
+	c.AuthPolicy = AuthPolicy{Listen: "127.0.0.1:10042", APIHeader: "X-API-Key"}
+	c.Rules.AuthFailures = AuthFailures{
+		Rule:      rule("421 4.7.0 {id} Connection refused from {ip}. Too many authorization failures from this IP, try again later."),
+		Threshold: 10, Window: time.Hour, BlockFor: time.Hour, Counting: "attempts", IPv6Prefix: 64,
+	}
+	c.Rules.Rate = Rate{
+		Rule: rule("450 4.7.1 {id} policy violation"),
+		Unit: "recipients",
+		Windows: []RateWindow{
+			{Window: time.Minute, Max: 250},
+			{Window: time.Hour, Max: 1000},
+			{Window: 24 * time.Hour, Max: 20000},
+		},
+		Buckets: 60, IPv6Prefix: 64,
+	}
+	c.Rules.RecipientsPerMessage = Count{Rule: rule("452 4.5.3 {id} too many recipients"), Max: 250}
+	c.Rules.MessagesPerSession = Count{Rule: rule("421 4.7.0 {id} too many messages per session, try again later"), Max: 250}
+	c.Rules.BigMessages = BigMessages{
+		Rule: rule("450 4.7.1 {id} too many big messages to {group}"),
+		Groups: []DomainGroup{{
+			Name: "Seznam.cz", Domains: []string{"seznam.cz", "email.cz", "post.cz"},
+			Size: 1000000, Max: 30, Window: 3 * time.Minute,
+		}},
+		Buckets: 30, IPv6Prefix: 64,
+	}
+}
+
+func (c *Config) validateState(d *doc) {
+	oneOf(d, "store.backend", c.Store.Backend, "badger")
+	if c.Store.Backend == "badger" && c.Store.Dir == "" {
+		d.errorf("store.dir", "required: the directory of the embedded store")
+	}
+	positive(d, "store.flush_interval", c.Store.FlushInterval)
+	positive(d, "store.gc_interval", c.Store.GCInterval)
+
+	socketMode(d, "admin.socket_mode", c.Admin.SocketMode)
+	if g := c.Admin.SocketGroup; g != "" {
+		if _, err := user.LookupGroup(g); err != nil {
+			d.errorf("admin.socket_group", "no group %q on this system", g)
+		}
+	}
+	positive(d, "admin.decision_retention", c.Admin.DecisionRetention)
+
+	if c.AuthPolicy.Listen != "" {
+		hostPort(d, "auth_policy.listen", c.AuthPolicy.Listen)
+	}
+	if c.AuthPolicy.APIKey != "" && c.AuthPolicy.APIHeader == "" {
+		d.errorf("auth_policy.api_header", "required with api_key: the header Dovecot sends the key in")
+	}
+
+	r := &c.Rules
+	a := &r.AuthFailures
+	placeholders(d, "rules.auth_failures.reply", a.Reply, "id", "ip")
+	atLeast(d, "rules.auth_failures.threshold", a.Threshold, 1)
+	positive(d, "rules.auth_failures.window", a.Window)
+	positive(d, "rules.auth_failures.block_for", a.BlockFor)
+	oneOf(d, "rules.auth_failures.counting", a.Counting, "attempts", "distinct-passwords")
+	prefixBits(d, "rules.auth_failures.ipv6_prefix", a.IPv6Prefix)
+
+	rt := &r.Rate
+	placeholders(d, "rules.rate.reply", rt.Reply, "id", "ip", "login", "sender", "recipient")
+	oneOf(d, "rules.rate.unit", rt.Unit, "recipients", "messages")
+	atLeast(d, "rules.rate.buckets", rt.Buckets, 1)
+	prefixBits(d, "rules.rate.ipv6_prefix", rt.IPv6Prefix)
+	if len(rt.Windows) == 0 && rt.Mode != Off {
+		d.errorf("rules.rate.windows", "at least one window unless mode = \"off\"")
+	}
+	for i, w := range rt.Windows {
+		path := fmt.Sprintf("rules.rate.windows[%d]", i)
+		window(d, path+".window", w.Window, rt.Buckets)
+		atLeast(d, path+".max", w.Max, 0)
+	}
+
+	placeholders(d, "rules.recipients_per_message.reply", r.RecipientsPerMessage.Reply, "id", "ip", "login", "sender", "recipient")
+	atLeast(d, "rules.recipients_per_message.max", r.RecipientsPerMessage.Max, 1)
+	placeholders(d, "rules.messages_per_session.reply", r.MessagesPerSession.Reply, "id", "ip", "login", "sender")
+	atLeast(d, "rules.messages_per_session.max", r.MessagesPerSession.Max, 1)
+
+	b := &r.BigMessages
+	placeholders(d, "rules.big_messages.reply", b.Reply, "id", "ip", "login", "sender", "group")
+	atLeast(d, "rules.big_messages.buckets", b.Buckets, 1)
+	prefixBits(d, "rules.big_messages.ipv6_prefix", b.IPv6Prefix)
+	seen := map[string]string{}
+	for i, g := range b.Groups {
+		path := fmt.Sprintf("rules.big_messages.groups[%d]", i)
+		if g.Name == "" {
+			d.errorf(path+".name", "required: the name the reply shows")
+		}
+		if len(g.Domains) == 0 {
+			d.errorf(path+".domains", "at least one domain")
+		}
+		for j, dom := range g.Domains {
+			if other, dup := seen[dom]; dup {
+				d.errorf(fmt.Sprintf("%s.domains[%d]", path, j), "%s is already in group %s", dom, other)
+			}
+			seen[dom] = g.Name
+		}
+		atLeast(d, path+".size", g.Size, 1)
+		atLeast(d, path+".max", g.Max, 0)
+		window(d, path+".window", g.Window, b.Buckets)
+	}
+}
+
+func prefixBits(d *doc, path string, v int) {
+	if v < 1 || v > 128 {
+		d.errorf(path, "must be from 1 to 128 (bits of an IPv6 prefix)")
+	}
+}
+
+// window checks that a window splits into whole buckets.
+func window(d *doc, path string, w time.Duration, buckets int) {
+	switch {
+	case w <= 0:
+		d.errorf(path, "must be longer than 0s")
+	case buckets > 0 && w%time.Duration(buckets) != 0:
+		d.errorf(path, "%v does not split into %d equal buckets", w, buckets)
+	}
+}
