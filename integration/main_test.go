@@ -31,6 +31,7 @@ var env struct {
 	policydDone  chan struct{}
 	policydArgs  []string
 	bin, config  string   // relayguard and its configuration, for the support commands
+	edits        []edit   // what the tests change in etc/relayguard.toml
 	policydAddrs []string // where it listens: policy, milter
 	directory    string   // path of policyd's directory file
 }
@@ -162,7 +163,7 @@ func setup(dir string) (stop func(), err error) {
 		return stop, err
 	}
 	cfgFile := filepath.Join(dir, "relayguard.toml")
-	if err := writeConfig(cfgFile, []edit{
+	env.edits = []edit{
 		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", policyAddr)},
 		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", dirFile)},
 		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", milterAddr)},
@@ -178,7 +179,8 @@ func setup(dir string) (stop func(), err error) {
 		{"rules.rate", `  { window = "1h", max = 1000 },`, `  { window = "1h", max = 20 },`},
 		{"rules.big_messages", `  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 30, window = "3m" },`,
 			`  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 3, window = "3m" },`},
-	}); err != nil {
+	}
+	if err := writeConfig(cfgFile, env.edits); err != nil {
 		return stop, err
 	}
 
@@ -241,6 +243,29 @@ func writeConfig(path string, edits []edit) error {
 		}
 	}
 	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+}
+
+// withConfig restarts policyd with more edits of its configuration, and
+// with the suite's configuration again when the test ends.
+func withConfig(t *testing.T, more ...edit) {
+	t.Helper()
+	variant := env.config + ".variant"
+	if err := writeConfig(variant, append(append([]edit(nil), env.edits...), more...)); err != nil {
+		t.Fatal(err)
+	}
+	restart := func(cfg string) error {
+		stopPolicyd()
+		env.policydArgs[len(env.policydArgs)-1] = cfg
+		return startPolicyd()
+	}
+	if err := restart(variant); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restart(env.config); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // startPolicyd starts relayguard policyd, its output appended to its log,

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -79,6 +80,33 @@ func TestAuthFailureWall(t *testing.T) {
 	}
 	relayguard(t, "unblock", "127.0.0.91")
 	delivered(t, tx{local: "127.0.0.91", login: "jan@example.cz", from: "jan@example.cz", to: rcpt})
+}
+
+// distinct-passwords: a client repeating one stale password counts once; as
+// many distinct wrong passwords as the threshold and one more still block.
+func TestAuthFailureDistinctPasswords(t *testing.T) {
+	withConfig(t, edit{"rules.auth_failures", `counting = "attempts"`, `counting = "distinct-passwords"`})
+	failAuth(t, "127.0.0.96", "jan@example.cz", "stale-password", 15)
+	delivered(t, tx{local: "127.0.0.96", login: "jan@example.cz", from: "jan@example.cz", to: rcpt})
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := failAuth(t, "127.0.0.97", "jan@example.cz", fmt.Sprintf("guess-%d", i), 1)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(r) != 1 || !strings.HasPrefix(r[0], "535 5.7.8 Error: authentication failed") {
+				t.Errorf("guess %d: %q", i, r)
+			}
+		}()
+	}
+	wg.Wait()
+	stage, line, _ := tx{local: "127.0.0.97", login: "jan@example.cz", from: "jan@example.cz", to: rcpt}.run(t)
+	if _, ok := matchReply(line, "421 4.7.0 {id} Connection refused from 127.0.0.97. Too many authorization failures from this IP, try again later."); stage != "EHLO" || !ok {
+		t.Fatalf("after 12 distinct wrong passwords: %s %q", stage, line)
+	}
 }
 
 // Support disables an account during its session: the next MAIL FROM gets
