@@ -20,6 +20,7 @@ import (
 
 	"relayguard/config"
 	"relayguard/decisions"
+	"relayguard/internal/fakeclock"
 	"relayguard/limits"
 )
 
@@ -38,24 +39,6 @@ func r4Text(id int, ip string) string {
 }
 
 func testID(n int) string { return fmt.Sprintf("ID%020d", n) }
-
-// clock is a time that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // syncBuffer is a log that the server's goroutines and the test share.
 type syncBuffer struct {
@@ -81,7 +64,7 @@ type harness struct {
 	*Server
 	t         testing.TB
 	store     *limits.Memory
-	clock     *clock
+	clock     *fakeclock.Clock
 	log       *syncBuffer
 	decisions *decisions.Memory
 }
@@ -99,7 +82,7 @@ func newHarness(t testing.TB, edit func(*config.Config)) *harness {
 	h := &harness{
 		t:     t,
 		store: limits.NewMemory(),
-		clock: &clock{t: time.Date(2025, 6, 2, 9, 0, 0, 0, time.UTC)},
+		clock: fakeclock.New(time.Date(2025, 6, 2, 9, 0, 0, 0, time.UTC)),
 		log:   &syncBuffer{},
 	}
 	t.Cleanup(func() { h.store.Close() })
@@ -187,7 +170,7 @@ func (h *harness) fail(remote string, n int) {
 	h.t.Helper()
 	for i := range n {
 		h.report(remote, fmt.Sprintf("%04x", i), failed)
-		h.clock.Add(time.Minute)
+		h.clock.Advance(time.Minute)
 	}
 }
 
@@ -237,9 +220,9 @@ func TestAuthFailuresBlock(t *testing.T) {
 
 	// Refused attempts do not prolong the block; it lasts block_for.
 	h.report("192.0.2.7", "0001", rejected)
-	h.clock.Add(blockedAt.Add(time.Hour).Sub(h.clock.Now()) - time.Second)
+	h.clock.Advance(blockedAt.Add(time.Hour).Sub(h.clock.Now()) - time.Second)
 	check("192.0.2.7", refused(r4Text(2, "192.0.2.7")))
-	h.clock.Add(time.Second)
+	h.clock.Advance(time.Second)
 	check("192.0.2.7", ok)
 	// The block reset the counter: the address starts afresh.
 	h.fail("192.0.2.7", 10)
@@ -259,12 +242,12 @@ func TestAuthFailuresWindow(t *testing.T) {
 	check("11 in an hour", nil, func(h *harness) { h.fail("192.0.2.7", 11) }, refused(r4Text(1, "192.0.2.7")))
 	check("6, half an hour, 5", nil, func(h *harness) {
 		h.fail("192.0.2.7", 6)
-		h.clock.Add(30 * time.Minute)
+		h.clock.Advance(30 * time.Minute)
 		h.fail("192.0.2.7", 5)
 	}, refused(r4Text(1, "192.0.2.7")))
 	check("10, the window and a bucket, 1", nil, func(h *harness) {
 		h.fail("192.0.2.7", 10)
-		h.clock.Add(time.Hour + time.Minute)
+		h.clock.Advance(time.Hour + time.Minute)
 		h.fail("192.0.2.7", 1)
 	}, ok)
 	check("threshold 3", func(c *config.Config) { c.Rules.AuthFailures.Threshold = 3 },
@@ -283,19 +266,19 @@ func TestAuthFailuresWindow(t *testing.T) {
 	}, func(h *harness) {
 		for range 4 {
 			h.report("192.0.2.7", "", failed)
-			h.clock.Add(10 * time.Second)
+			h.clock.Advance(10 * time.Second)
 		}
 	}, ok)
 	// fail leaves the clock a minute after the last failure.
 	check("block_for 10m, 10 minutes after", func(c *config.Config) { c.Rules.AuthFailures.BlockFor = 10 * time.Minute },
 		func(h *harness) {
 			h.fail("192.0.2.7", 11)
-			h.clock.Add(9 * time.Minute)
+			h.clock.Advance(9 * time.Minute)
 		}, ok)
 	check("block_for 10m, 9 minutes after", func(c *config.Config) { c.Rules.AuthFailures.BlockFor = 10 * time.Minute },
 		func(h *harness) {
 			h.fail("192.0.2.7", 11)
-			h.clock.Add(8 * time.Minute)
+			h.clock.Advance(8 * time.Minute)
 		}, refused(r4Text(1, "192.0.2.7")))
 }
 
@@ -387,7 +370,7 @@ func TestDistinctPasswords(t *testing.T) {
 		return func(h *harness) {
 			for range n {
 				h.report("192.0.2.7", "08fa", failed)
-				h.clock.Add(every)
+				h.clock.Advance(every)
 			}
 		}
 	}
@@ -408,7 +391,7 @@ func TestDistinctPasswords(t *testing.T) {
 	// No password hash is kept longer than the window.
 	h := newHarness(t, distinct)
 	ctx := context.Background()
-	h.clock.Add(17 * time.Second) // not on a bucket boundary
+	h.clock.Advance(17 * time.Second) // not on a bucket boundary
 	h.report("192.0.2.7", "08fa", failed)
 	start := h.clock.Now()
 	check2 := func(at time.Duration, want int) {

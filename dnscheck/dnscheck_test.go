@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"relayguard/internal/dnstest"
+	"relayguard/internal/fakeclock"
 )
 
 // testTimeout is the per-attempt timeout of the checkers under test: short,
@@ -24,25 +25,10 @@ import (
 const testTimeout = 150 * time.Millisecond
 
 // fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = fakeclock.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	return fakeclock.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 func startServer(t *testing.T, rrs ...string) *dnstest.Server {

@@ -12,30 +12,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"relayguard/internal/fakeclock"
 )
 
 // fakeClock is a clock that moves only when told to. It starts at the next
 // full hour, so that buckets of a minute or an hour begin with it and
 // Badger's TTLs, which follow the real clock, lie in the future.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = fakeclock.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Now().Truncate(time.Hour).Add(time.Hour)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	return fakeclock.New(time.Now().Truncate(time.Hour).Add(time.Hour))
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

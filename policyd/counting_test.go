@@ -97,14 +97,14 @@ func TestRateLimits(t *testing.T) {
 	jan.rcpts = rcpts(1, "foreign.test")
 	check(jan, "RCPT", violation)
 	// A refused transaction cost nothing: a minute later 10 pass again.
-	e.clock.Add(time.Minute + time.Second)
+	e.clock.Advance(time.Minute + time.Second)
 	jan.rcpts = rcpts(10, "foreign.test")
 	check(jan, "", "DUNNO")
 	// The hour's 25: 20 used, 5 more pass, then the hour refuses.
-	e.clock.Add(time.Minute + time.Second)
+	e.clock.Advance(time.Minute + time.Second)
 	jan.rcpts = rcpts(5, "foreign.test")
 	check(jan, "", "DUNNO")
-	e.clock.Add(time.Minute + time.Second)
+	e.clock.Advance(time.Minute + time.Second)
 	jan.rcpts = rcpts(1, "foreign.test")
 	check(jan, "RCPT", violation)
 	// Per IP too: another account from the same address is refused...
@@ -114,7 +114,7 @@ func TestRateLimits(t *testing.T) {
 	jan.client = "127.0.0.5"
 	check(jan, "RCPT", violation)
 	// Repeated identical RCPT requests count once: the same recipient twice.
-	e.clock.Add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	same := transaction{client: "127.0.0.6", port: "1", login: "eva@example.cz", from: "eva@example.cz", rcpts: append(rcpts(10, "foreign.test"), "r0@foreign.test")}
 	check(same, "", "DUNNO")
 
@@ -216,7 +216,7 @@ func TestBigMessages(t *testing.T) {
 	if stage, a := one.run(e); stage != "END-OF-MESSAGE" || a != "450 4.7.1 ID too many big messages to Seznam.cz" {
 		t.Errorf("4th big message: %s %q", stage, a)
 	}
-	e.clock.Add(3*time.Minute + 10*time.Second)
+	e.clock.Advance(3*time.Minute + 10*time.Second)
 	if stage, a := one.run(e); a != "DUNNO" {
 		t.Errorf("after the window: %s %q", stage, a)
 	}
@@ -258,7 +258,7 @@ func TestAuthFailureBlockAtConnect(t *testing.T) {
 	check("127.0.0.10", "DUNNO")
 	check("2001:db8:1:2::99", "421 4.7.0 ID Connection refused from 2001:db8:1:2::99. Too many authorization failures from this IP, try again later.")
 	check("2001:db8:1:3::1", "DUNNO")
-	e.clock.Add(time.Hour + time.Second)
+	e.clock.Advance(time.Hour + time.Second)
 	check("127.0.0.9", "DUNNO")
 	if !strings.Contains(e.log.String(), "rule=R4") {
 		t.Error("R4 refusal not logged")

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"relayguard/geoip"
 	"relayguard/geoip/geoiptest"
 	"relayguard/internal/dnstest"
+	"relayguard/internal/fakeclock"
 	"relayguard/limits"
 )
 
@@ -48,25 +48,7 @@ type testEngine struct {
 	log       *bytes.Buffer
 	store     *limits.Memory
 	decisions *decisions.Memory
-	clock     *clock
-}
-
-// clock is a time that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	clock     *fakeclock.Clock
 }
 
 func newTestEngine(t *testing.T, edit func(*config.Config)) *testEngine {
@@ -125,7 +107,7 @@ func newTestEngine(t *testing.T, edit func(*config.Config)) *testEngine {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	clk := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	store := limits.NewMemory()
 	decided := &decisions.Memory{Retention: 7 * 24 * time.Hour, Max: 1000, Now: clk.Now}
 	e, err := NewEngine(&cfg, dir, Deps{

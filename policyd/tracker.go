@@ -67,6 +67,18 @@ func (t *tracker) sweep(now time.Time) {
 	}
 }
 
+// tx returns the state of a transaction, new if need be; t.mu is held.
+func (t *tracker) tx(instance string, now time.Time) *txState {
+	t.sweep(now)
+	x := t.txs[instance]
+	if x == nil {
+		x = &txState{recipients: map[string]struct{}{}, domains: map[string]struct{}{}}
+		t.txs[instance] = x
+	}
+	x.seen = now
+	return x
+}
+
 // messages returns how many messages the session has had accepted.
 func (t *tracker) messages(k session, now time.Time) int {
 	t.mu.Lock()
@@ -97,13 +109,7 @@ func (t *tracker) recipients(instance, rcpt string, now time.Time) (n int, has b
 func (t *tracker) addRecipient(instance, rcpt, domain string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.sweep(now)
-	x := t.txs[instance]
-	if x == nil {
-		x = &txState{recipients: map[string]struct{}{}, domains: map[string]struct{}{}}
-		t.txs[instance] = x
-	}
-	x.seen = now
+	x := t.tx(instance, now)
 	x.recipients[rcpt] = struct{}{}
 	x.domains[domain] = struct{}{}
 }
@@ -133,16 +139,11 @@ func (t *tracker) committed(instance string) bool {
 func (t *tracker) commit(instance string, k session, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.sweep(now)
-	x := t.txs[instance]
-	if x == nil {
-		x = &txState{recipients: map[string]struct{}{}, domains: map[string]struct{}{}}
-		t.txs[instance] = x
-	}
+	x := t.tx(instance, now)
 	if x.committed {
 		return
 	}
-	x.committed, x.seen = true, now
+	x.committed = true
 	s := t.sessions[k]
 	if s == nil {
 		s = &sessionState{}
