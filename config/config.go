@@ -21,6 +21,8 @@ type Config struct {
 	Admin      Admin      `toml:"admin"`
 	AuthPolicy AuthPolicy `toml:"auth_policy"`
 	Rules      Rules      `toml:"rules"`
+
+	ContentFilter ContentFilter `toml:"contentfilter"`
 }
 
 // Log selects the log level and format.
@@ -133,6 +135,7 @@ func rule(text string) Rule {
 func Default() Config {
 	c := defaults()
 	defaultState(&c)
+	defaultContentFilter(&c)
 	return c
 }
 
@@ -254,6 +257,7 @@ func placeholders(d *doc, path string, t reply.Template, allowed ...string) {
 
 func (c *Config) validate(d *doc) {
 	c.validateState(d)
+	c.validateContentFilter(d)
 	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
 

@@ -36,6 +36,8 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"policyd.listen", "policyd.socket", "policyd.socket_mode", "policyd.directory", "policyd.idle_timeout",
 		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
 		"milter.listen", "milter.socket", "milter.socket_mode",
+		"contentfilter.listen", "contentfilter.next_hop", "contentfilter.hostname", "contentfilter.max_size",
+		"contentfilter.spool_dir", "contentfilter.spool_threshold", "contentfilter.timeout",
 		"store.backend", "store.dir", "store.flush_interval", "store.gc_interval",
 		"admin.socket", "admin.socket_mode", "admin.socket_group", "admin.decision_retention",
 		"auth_policy.listen", "auth_policy.api_header", "auth_policy.api_key",

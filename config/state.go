@@ -201,3 +201,37 @@ func window(d *doc, path string, w time.Duration, buckets int) {
 		d.errorf(path, "%v does not split into %d equal buckets", w, buckets)
 	}
 }
+
+// ContentFilter is `relayguard contentfilter`: the SMTP filter between
+// Postfix and its reinjection service.
+type ContentFilter struct {
+	Listen         string        `toml:"listen"`
+	NextHop        string        `toml:"next_hop"`
+	Hostname       string        `toml:"hostname"`
+	MaxSize        int           `toml:"max_size"`
+	SpoolDir       string        `toml:"spool_dir"`
+	SpoolThreshold int           `toml:"spool_threshold"`
+	Timeout        time.Duration `toml:"timeout"`
+}
+
+func defaultContentFilter(c *Config) {
+	c.ContentFilter = ContentFilter{
+		Listen: "127.0.0.1:10025", NextHop: "127.0.0.1:10026", MaxSize: 52428800,
+		SpoolDir: "/var/lib/relayguard/spool", SpoolThreshold: 1048576, Timeout: 5 * time.Minute,
+	}
+}
+
+func (c *Config) validateContentFilter(d *doc) {
+	f := &c.ContentFilter
+	hostPort(d, "contentfilter.listen", f.Listen)
+	hostPort(d, "contentfilter.next_hop", f.NextHop)
+	if f.Listen == f.NextHop {
+		d.errorf("contentfilter.next_hop", "is the filter's own address: mail would loop")
+	}
+	atLeast(d, "contentfilter.max_size", f.MaxSize, 1024)
+	if f.SpoolDir == "" {
+		d.errorf("contentfilter.spool_dir", "required: where messages larger than spool_threshold are written while checked")
+	}
+	atLeast(d, "contentfilter.spool_threshold", f.SpoolThreshold, 0)
+	positive(d, "contentfilter.timeout", f.Timeout)
+}

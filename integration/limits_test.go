@@ -69,27 +69,27 @@ func recipients(n int, domain string) []string {
 // restart of policyd (limits in the test configuration: 12 a minute).
 func TestRateLimitsAcrossSessionsAndRestart(t *testing.T) {
 	for i := range 3 {
-		c := session(t, "127.0.0.81", "rate@example.cz")
+		c := session(t, "127.0.2.81", "rate@example.cz")
 		if stage, line := send(c, "rate@example.cz", recipients(4, "dest.test"), "hello"); stage != "" {
 			t.Fatalf("session %d: refused at %s: %q", i+1, stage, line)
 		}
 		c.Quit()
 	}
 	const violation = "450 4.7.1 {id} policy violation"
-	stage, line := send(session(t, "127.0.0.81", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "13th")
+	stage, line := send(session(t, "127.0.2.81", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "13th")
 	expect(t, stage, line, "RCPT", violation, "R10")
 	// The account is over its limit from any address...
-	stage, line = send(session(t, "127.0.0.82", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "other address")
+	stage, line = send(session(t, "127.0.2.82", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "other address")
 	expect(t, stage, line, "RCPT", violation, "R10")
 	// ...and the address for any account.
-	stage, line = send(session(t, "127.0.0.81", "rate2@example.cz"), "rate2@example.cz", recipients(1, "dest.test"), "other account")
+	stage, line = send(session(t, "127.0.2.81", "rate2@example.cz"), "rate2@example.cz", recipients(1, "dest.test"), "other account")
 	expect(t, stage, line, "RCPT", violation, "R10")
 
-	stopPolicyd()
-	if err := startPolicyd(); err != nil {
+	env.policyd.stop()
+	if err := env.policyd.start(); err != nil {
 		t.Fatal(err)
 	}
-	stage, line = send(session(t, "127.0.0.81", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "after restart")
+	stage, line = send(session(t, "127.0.2.81", "rate@example.cz"), "rate@example.cz", recipients(1, "dest.test"), "after restart")
 	expect(t, stage, line, "RCPT", violation, "R10")
 }
 
@@ -136,5 +136,5 @@ func TestBigMessagesE2E(t *testing.T) {
 		t.Fatalf("a small message refused at %s: %q", stage, line)
 	}
 	stage, line := send(c, "big@example.cz", []string{"a@email.cz", "b@post.cz"}, big)
-	expect(t, stage, line, "DATA", "450 4.7.1 {id} too many big messages to Seznam.cz", "R13")
+	expect(t, stage, line, "DATA", "450 4.7.1 <END-OF-MESSAGE>: End-of-data rejected: {id} too many big messages to Seznam.cz", "R13")
 }

@@ -24,16 +24,14 @@ import (
 
 // env is the running lab shared by the tests.
 var env struct {
-	lab          *harness.Lab
-	dns          *dnstest.Server
-	policydLog   string // path of policyd's log file
-	policyd      *exec.Cmd
-	policydDone  chan struct{}
-	policydArgs  []string
-	bin, config  string   // relayguard and its configuration, for the support commands
-	edits        []edit   // what the tests change in etc/relayguard.toml
-	policydAddrs []string // where it listens: policy, milter
-	directory    string   // path of policyd's directory file
+	lab       *harness.Lab
+	dns       *dnstest.Server
+	policyd   *daemon // relayguard policyd
+	filter    *daemon // relayguard contentfilter
+	directory string  // path of policyd's directory file
+	bin       string  // relayguard, for the support commands
+	config    string  // its configuration
+	edits     []edit  // what the tests change in etc/relayguard.toml
 }
 
 const password = "secret"
@@ -103,7 +101,8 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "---- policyd log\n%s\n---- lab logs\n%s\n", readFile(env.policydLog), env.lab.Logs())
+		fmt.Fprintf(os.Stderr, "---- policyd log\n%s\n---- contentfilter log\n%s\n---- lab logs\n%s\n",
+			readFile(env.policyd.log), readFile(env.filter.log), env.lab.Logs())
 	}
 	return code
 }
@@ -162,6 +161,14 @@ func setup(dir string) (stop func(), err error) {
 	if err != nil {
 		return stop, err
 	}
+	filterAddr, err := freeAddr()
+	if err != nil {
+		return stop, err
+	}
+	reinjectAddr, err := freeAddr()
+	if err != nil {
+		return stop, err
+	}
 	cfgFile := filepath.Join(dir, "relayguard.toml")
 	env.edits = []edit{
 		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", policyAddr)},
@@ -170,11 +177,14 @@ func setup(dir string) (stop func(), err error) {
 		{"dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", env.dns.Addr())},
 		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", authAddr)},
 		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", filepath.Join(dir, "admin.sock"))},
+		{"contentfilter", `listen = "127.0.0.1:10025"`, fmt.Sprintf("listen = %q", filterAddr)},
+		{"contentfilter", `next_hop = "127.0.0.1:10026"`, fmt.Sprintf("next_hop = %q", reinjectAddr)},
+		{"contentfilter", `spool_dir = "/var/lib/relayguard/spool"`, fmt.Sprintf("spool_dir = %q", filepath.Join(dir, "spool"))},
 		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
 		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
 		// Small limits, and addresses where they do not apply, so that
 		// each test counts on its own.
-		{"rules.rate", `exempt = []`, `exempt = ["127.0.1.0/24"]`},
+		{"rules.rate", `exempt = []`, `exempt = ["127.0.0.0/24", "127.0.1.0/24"]`},
 		{"rules.rate", `  { window = "1m", max = 250 },`, `  { window = "1m", max = 12 },`},
 		{"rules.rate", `  { window = "1h", max = 1000 },`, `  { window = "1h", max = 20 },`},
 		{"rules.big_messages", `  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 30, window = "3m" },`,
@@ -185,19 +195,25 @@ func setup(dir string) (stop func(), err error) {
 	}
 
 	bin := filepath.Join(dir, "relayguard")
+	env.bin, env.config = bin, cfgFile
 	build := exec.Command("go", "build", "-o", bin, "./cmd/relayguard")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		return stop, fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	env.policydLog = filepath.Join(dir, "policyd.log")
-	env.policydArgs = []string{bin, "policyd", "--config", cfgFile}
+	env.policyd = &daemon{name: "policyd", args: []string{bin, "policyd", "--config", cfgFile},
+		log: filepath.Join(dir, "policyd.log"), addrs: []string{policyAddr, milterAddr, authAddr}}
 	env.bin, env.config = bin, cfgFile
-	env.policydAddrs = []string{policyAddr, milterAddr, authAddr}
-	if err := startPolicyd(); err != nil {
+	if err := env.policyd.start(); err != nil {
 		return stop, err
 	}
-	stops = append(stops, func() { stopPolicyd() })
+	stops = append(stops, env.policyd.stop)
+	env.filter = &daemon{name: "contentfilter", args: []string{bin, "contentfilter", "--config", cfgFile},
+		log: filepath.Join(dir, "contentfilter.log"), addrs: []string{filterAddr}}
+	if err := env.filter.start(); err != nil {
+		return stop, err
+	}
+	stops = append(stops, env.filter.stop)
 
 	accounts := map[string]string{}
 	for _, u := range users {
@@ -205,6 +221,7 @@ func setup(dir string) (stop func(), err error) {
 	}
 	env.lab, err = harness.Start(harness.Config{
 		PolicyAddr: "inet:" + policyAddr, MilterAddr: "inet:" + milterAddr, AuthPolicyURL: "http://" + authAddr + "/",
+		FilterAddr: filterAddr, ReinjectAddr: reinjectAddr,
 		Users: accounts, Repo: "..",
 	})
 	if err != nil {
@@ -254,9 +271,9 @@ func withConfig(t *testing.T, more ...edit) {
 		t.Fatal(err)
 	}
 	restart := func(cfg string) error {
-		stopPolicyd()
-		env.policydArgs[len(env.policydArgs)-1] = cfg
-		return startPolicyd()
+		env.policyd.stop()
+		env.policyd.args[len(env.policyd.args)-1] = cfg
+		return env.policyd.start()
 	}
 	if err := restart(variant); err != nil {
 		t.Fatal(err)
@@ -268,14 +285,23 @@ func withConfig(t *testing.T, more ...edit) {
 	})
 }
 
-// startPolicyd starts relayguard policyd, its output appended to its log,
-// and waits until it listens.
-func startPolicyd() error {
-	logFile, err := os.OpenFile(env.policydLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// daemon is a relayguard process of the suite.
+type daemon struct {
+	name  string
+	args  []string
+	log   string   // its output, appended across restarts
+	addrs []string // where it listens once ready
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+// start starts the daemon and waits until it listens.
+func (d *daemon) start() error {
+	logFile, err := os.OpenFile(d.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(env.policydArgs[0], env.policydArgs[1:]...)
+	cmd := exec.Command(d.args[0], d.args[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -283,23 +309,23 @@ func startPolicyd() error {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logFile.Close(); close(done) }()
-	env.policyd, env.policydDone = cmd, done
-	for _, addr := range env.policydAddrs {
+	d.cmd, d.done = cmd, done
+	for _, addr := range d.addrs {
 		if err := waitListening(addr, done); err != nil {
-			return fmt.Errorf("policyd: %v\n%s", err, readFile(env.policydLog))
+			return fmt.Errorf("%s: %v\n%s", d.name, err, readFile(d.log))
 		}
 	}
 	return nil
 }
 
-// stopPolicyd stops policyd as systemd would (SIGTERM) and waits for it.
-func stopPolicyd() {
-	env.policyd.Process.Signal(syscall.SIGTERM)
+// stop stops the daemon as systemd would (SIGTERM) and waits for it.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-env.policydDone:
+	case <-d.done:
 	case <-time.After(15 * time.Second):
-		env.policyd.Process.Kill()
-		<-env.policydDone
+		d.cmd.Process.Kill()
+		<-d.done
 	}
 }
 
@@ -332,7 +358,7 @@ func waitListening(addr string, exited <-chan struct{}) error {
 // logLinesWith returns policyd's log lines that contain every one of parts.
 func logLinesWith(parts ...string) []string {
 	var out []string
-	for _, line := range strings.Split(readFile(env.policydLog), "\n") {
+	for _, line := range strings.Split(readFile(env.policyd.log), "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(line, p)

@@ -198,7 +198,7 @@ func reload(t *testing.T, content, logged string) {
 	if err := os.WriteFile(env.directory, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.policyd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := env.policyd.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

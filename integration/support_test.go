@@ -124,7 +124,7 @@ func TestAccountDisabledBySupport(t *testing.T) {
 
 // `relayguard usage` shows R10's windows for an account.
 func TestUsage(t *testing.T) {
-	delivered(t, tx{local: "127.0.0.95", login: "rate2@example.cz", from: "rate2@example.cz", to: []string{"a@dest.test", "b@dest.test"}})
+	delivered(t, tx{local: "127.0.2.95", login: "rate2@example.cz", from: "rate2@example.cz", to: []string{"a@dest.test", "b@dest.test"}})
 	out := relayguard(t, "usage", "rate2@example.cz", "--json")
 	if !strings.Contains(out, `"rule": "R10"`) || !strings.Contains(out, `"limit": 12`) {
 		t.Errorf("relayguard usage --json:\n%s", out)

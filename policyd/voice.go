@@ -24,6 +24,10 @@ import (
 // and keeps any other EHLO reply for the commands that follow (STARTTLS,
 // AUTH, MAIL).
 //
+// At END-OF-MESSAGE the reply goes through the policy protocol, prefixed by
+// Postfix ("<END-OF-MESSAGE>: End-of-data rejected: "): the milter hears of
+// the end of data from cleanup, which a before-queue content filter bypasses.
+//
 // Nothing fails open: a session that no milter follows (smtpd_milters not
 // set) gets its reply through the policy protocol, prefixed by Postfix, and
 // a CONNECT decision that no milter picked up is given at the session's next
@@ -102,7 +106,10 @@ func (v *Voice) Policy(req *Request, action string) string {
 		}
 		v.Log.Warn("a reply was not spoken: Postfix ended the stage first", "client", k.client.String(), "reply", pending)
 	}
-	if action == "DUNNO" {
+	if action == "DUNNO" || stage == "END-OF-MESSAGE" {
+		// The end of data reaches a milter through cleanup, which a
+		// before-queue content filter bypasses: a reply left for it might
+		// never be spoken, so this one goes through the policy protocol.
 		return action
 	}
 	if e == nil {

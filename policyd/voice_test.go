@@ -45,6 +45,11 @@ func TestVoice(t *testing.T) {
 	check("policy RCPT pass", v.Policy(req("RCPT", "1000"), "DUNNO"), "DUNNO")
 	check("milter RCPT", v.Milter(s, milter.Rcpt), "")
 
+	// END-OF-MESSAGE replies go through the policy protocol.
+	const big = "450 4.7.1 ID too many big messages to Seznam.cz"
+	check("policy END-OF-MESSAGE", v.Policy(req("END-OF-MESSAGE", "1000"), big), big)
+	check("milter END-OF-MESSAGE", v.Milter(s, milter.EndOfMessage), "")
+
 	// Another session on another port is another session.
 	other := ms(1001)
 	check("other milter CONNECT", v.Milter(other, milter.Connect), "")

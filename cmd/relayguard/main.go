@@ -23,6 +23,12 @@ func main() {
 				Action: func(c *cli.Context) error { return runPolicyd(c.String("config")) },
 			},
 			{
+				Name:   "contentfilter",
+				Usage:  "run the SMTP content filter between Postfix and its reinjection service",
+				Flags:  []cli.Flag{configFlag},
+				Action: func(c *cli.Context) error { return runContentFilter(c.String("config")) },
+			},
+			{
 				Name:   "check-config",
 				Usage:  "check the configuration and the files it names, then exit",
 				Flags:  []cli.Flag{configFlag},

@@ -39,6 +39,12 @@ type Config struct {
 	// AuthPolicyURL replaces Dovecot's auth policy URL of etc/dovecot/95-relayguard.conf
 	// (http://127.0.0.1:10042/).
 	AuthPolicyURL string
+	// FilterAddr is where relayguard contentfilter listens (127.0.0.1:10025 in etc/), and
+	// ReinjectAddr the reinjection service it hands messages back to (127.0.0.1:10026 in etc/).
+	FilterAddr, ReinjectAddr string
+	// AfterQueue switches etc/postfix/main.cf to the after-queue filter, as its comments say:
+	// relayguard_proxy_filter empty, relayguard_content_filter = relayguard-scan:[FilterAddr].
+	AfterQueue bool
 	// Users are Dovecot's accounts, login to plain-text password.
 	Users map[string]string
 	// Repo is the repository root, where etc/ is.
@@ -55,6 +61,8 @@ type Lab struct {
 	SMTP       string // "smtp" (port 25 in production)
 	Submission string // "submission" (587)
 	SMTPS      string // "submissions" (465)
+	// Reinject is the reinjection service (Config.ReinjectAddr): the filter's next hop.
+	Reinject string
 	// Sink receives what Postfix relays.
 	Sink *Sink
 	// Dir is the lab directory; PostfixConfigDir is the Postfix instance's config directory, for
@@ -78,8 +86,8 @@ func Start(cfg Config) (*Lab, error) {
 	if err := EnsureInstalled(); err != nil {
 		return nil, err
 	}
-	if cfg.PolicyAddr == "" || cfg.MilterAddr == "" || cfg.AuthPolicyURL == "" || cfg.Repo == "" {
-		return nil, errors.New("harness: Config.PolicyAddr, Config.MilterAddr, Config.AuthPolicyURL and Config.Repo are required")
+	if cfg.PolicyAddr == "" || cfg.MilterAddr == "" || cfg.AuthPolicyURL == "" || cfg.FilterAddr == "" || cfg.ReinjectAddr == "" || cfg.Repo == "" {
+		return nil, errors.New("harness: Config.PolicyAddr, MilterAddr, AuthPolicyURL, FilterAddr, ReinjectAddr and Repo are required")
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("harness: Start needs root: Postfix and Dovecot start as root and drop privileges")
@@ -147,6 +155,12 @@ func (lab *Lab) start(cfg Config) error {
 	lab.SMTP = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	lab.Submission = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	lab.SMTPS = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	lab.Reinject = cfg.ReinjectAddr
+	reinjectPort, err := strconv.Atoi(portOf(cfg.ReinjectAddr))
+	if err != nil {
+		return fmt.Errorf("harness: ReinjectAddr %q: %w", cfg.ReinjectAddr, err)
+	}
+	ports = append(ports, reinjectPort)
 	if lab.Sink, err = startSink(); err != nil {
 		return err
 	}
@@ -176,6 +190,25 @@ func (lab *Lab) start(cfg Config) error {
 	return lab.waitPostfix(ports, 10*time.Second)
 }
 
+// filterMode sets the content filter's address and mode in main.cf.
+func filterMode(cfg Config) [2]substitution {
+	if cfg.AfterQueue {
+		return [2]substitution{
+			{"before-queue filter", etcProxyFilter, "relayguard_proxy_filter ="},
+			{"after-queue filter", etcContentFilter, "relayguard_content_filter = relayguard-scan:[127.0.0.1]:" + portOf(cfg.FilterAddr)},
+		}
+	}
+	return [2]substitution{
+		{"before-queue filter", etcProxyFilter, "relayguard_proxy_filter = " + cfg.FilterAddr},
+		{"after-queue filter", etcContentFilter, etcContentFilter},
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := strings.Cut(addr, ":")
+	return p
+}
+
 func (lab *Lab) writePostfixConfig(cfg Config, certFile, keyFile string) error {
 	mainFile := filepath.Join(cfg.Repo, "etc/postfix/main.cf")
 	b, err := os.ReadFile(mainFile)
@@ -188,6 +221,7 @@ func (lab *Lab) writePostfixConfig(cfg Config, certFile, keyFile string) error {
 	mainCF, err := substitute(mainFile, string(b),
 		substitution{"policy service address", etcPolicyAddr, cfg.PolicyAddr},
 		substitution{"milter address", etcMilterAddr, cfg.MilterAddr},
+		filterMode(cfg)[0], filterMode(cfg)[1],
 		substitution{"TLS certificate", etcTLSCert, certFile},
 		substitution{"TLS key", etcTLSKey, keyFile})
 	if err != nil {
@@ -200,7 +234,7 @@ func (lab *Lab) writePostfixConfig(cfg Config, certFile, keyFile string) error {
 	}
 	masterCF := string(b)
 	for _, s := range []struct{ name, addr string }{
-		{"smtp", lab.SMTP}, {"submission", lab.Submission}, {"submissions", lab.SMTPS},
+		{"smtp", lab.SMTP}, {"submission", lab.Submission}, {"submissions", lab.SMTPS}, {etcReinject, lab.Reinject},
 	} {
 		if masterCF, err = renameService(masterFile, masterCF, s.name, s.addr); err != nil {
 			return err

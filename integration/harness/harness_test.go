@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"relayguard/contentfilter"
 	"relayguard/milter"
 )
 
@@ -53,6 +55,22 @@ func run(m *testing.M) int {
 	ms := &milter.Server{Handler: func(*milter.Session, string) string { return "" }, Log: slog.New(slog.DiscardHandler)}
 	go ms.Serve(ml)
 	defer ms.Close()
+	// A content filter that passes every message to the reinjection service.
+	fl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	reinject, err := freePorts(1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	reinjectAddr := fmt.Sprintf("127.0.0.1:%d", reinject[0])
+	fs := &contentfilter.Server{Hostname: "filter.test", NextHop: reinjectAddr, MaxSize: 64 << 20, SpoolDir: os.TempDir(),
+		SpoolThreshold: 1 << 20, Timeout: time.Minute, Log: slog.New(slog.DiscardHandler)}
+	go fs.Serve(fl)
+	defer fs.Close(context.Background())
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -65,6 +83,8 @@ func run(m *testing.M) int {
 		// Nothing listens there: Dovecot goes on without a policy
 		// (auth_policy_reject_on_fail = no).
 		AuthPolicyURL: "http://127.0.0.1:1/",
+		FilterAddr:    fl.Addr().String(),
+		ReinjectAddr:  reinjectAddr,
 		Users:         map[string]string{"jan@example.test": "secret", "jan": "secret"},
 		Repo:          repo,
 	})

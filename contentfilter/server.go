@@ -1,0 +1,396 @@
+// Package contentfilter is relayguard's SMTP content filter: Postfix hands
+// it each message, before the queue (smtpd_proxy_filter: the customer sees
+// the filter's reply) or after it (content_filter), and it hands the
+// message on to Postfix's reinjection service once its checks pass.
+//
+// It is a proxy, so that nothing is lost or delivered twice: MAIL and RCPT
+// go on to the next hop as Postfix wrote them (parameters untouched) and the
+// next hop's replies come back line for line, recipient by recipient; the
+// message is received whole, checked, and only then given to the next hop,
+// whose reply to the end of data is the one Postfix gets. So the filter
+// answers 2xx only after the next hop accepted the message, and 4xx when it
+// cannot decide (a scanner down, the next hop down): Postfix keeps the
+// message and tries again. A filter killed in the middle leaves the message
+// in Postfix's hands.
+package contentfilter
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Message is what the checks see of one message.
+type Message struct {
+	// From Postfix's XFORWARD: the original client, which the customer's
+	// SMTP session cannot forge (it never reaches the filter).
+	ClientAddr, ClientPort, Helo, Ident, Proto, Source string
+	Sender                                             string   // envelope sender, without <>
+	Recipients                                         []string // recipients the next hop accepted
+	Spool                                              *Spool
+}
+
+// Verdict is the outcome of the checks.
+type Verdict struct {
+	// Reply, when set, is given to Postfix instead of delivering
+	// ("554 5.7.1 <id> virus detected", "451 4.7.1 <id> ... try again later").
+	Reply string
+	// Headers are header fields added at the top before delivery ("X-Spam: Yes").
+	Headers []string
+}
+
+// Checker decides on a message.
+type Checker interface {
+	Check(ctx context.Context, m *Message) Verdict
+}
+
+// Server is the filter's SMTP server.
+type Server struct {
+	Hostname       string        // in the greeting and EHLO
+	NextHop        string        // host:port of the reinjection service
+	Checker        Checker       // nil: every message passes
+	MaxSize        int64         // largest message accepted (SIZE)
+	SpoolDir       string        // where messages larger than SpoolThreshold go
+	SpoolThreshold int64         // bytes kept in memory at most, per message
+	Timeout        time.Duration // per command, each side
+	Log            *slog.Logger
+	// Sign, when set, writes the message as it will be delivered (DKIM).
+	Sign func(w io.Writer, r io.Reader, m *Message) error
+
+	mu      sync.Mutex
+	ls      []net.Listener
+	conns   map[net.Conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// Serve accepts Postfix's connections on l until Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.ls = append(s.ls, l)
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return net.ErrClosed
+			}
+			return err
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			(&session{srv: s, conn: c}).serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting and waits for the sessions; a session in the middle
+// of a message is cut, and Postfix keeps that message.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, l := range s.ls {
+		l.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// xforwardNames are the attributes the filter accepts (XFORWARD_README).
+const xforwardNames = "NAME ADDR PORT PROTO HELO IDENT SOURCE LOGIN DESTADDR DESTPORT"
+
+type session struct {
+	srv  *Server
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+
+	xforward map[string]string
+	next     *nextHop
+	mail     string // the MAIL command as Postfix sent it
+	sender   string
+	rcpts    []string
+}
+
+func (t *session) reply(lines ...string) error {
+	t.conn.SetWriteDeadline(time.Now().Add(t.srv.Timeout))
+	for _, l := range lines {
+		t.w.WriteString(l)
+		t.w.WriteString("\r\n")
+	}
+	return t.w.Flush()
+}
+
+// resetTransaction forgets the transaction, XFORWARD attributes included.
+func (t *session) resetTransaction() {
+	t.mail, t.sender, t.rcpts = "", "", nil
+	t.xforward = map[string]string{}
+}
+
+func (t *session) serve() {
+	defer t.conn.Close()
+	defer func() {
+		if t.next != nil {
+			t.next.close()
+		}
+	}()
+	t.r = bufio.NewReaderSize(t.conn, 64*1024)
+	t.w = bufio.NewWriter(t.conn)
+	t.resetTransaction()
+	if t.reply("220 "+t.srv.Hostname+" ESMTP relayguard") != nil {
+		return
+	}
+	for {
+		t.conn.SetReadDeadline(time.Now().Add(t.srv.Timeout))
+		line, err := readLine(t.r)
+		if errors.Is(err, errLineTooLong) {
+			if t.reply("500 5.5.2 Error: line too long") != nil {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			return
+		}
+		verb, arg, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(verb) {
+		case "EHLO":
+			err = t.reply("250-"+t.srv.Hostname, "250-PIPELINING", fmt.Sprintf("250-SIZE %d", t.srv.MaxSize),
+				"250-8BITMIME", "250-SMTPUTF8", "250-DSN", "250-ENHANCEDSTATUSCODES", "250 XFORWARD "+xforwardNames)
+		case "HELO":
+			err = t.reply("250 " + t.srv.Hostname)
+		case "XFORWARD":
+			err = t.xforwardCmd(arg)
+		case "MAIL":
+			err = t.mailCmd(line)
+		case "RCPT":
+			err = t.rcptCmd(line)
+		case "DATA":
+			err = t.dataCmd()
+		case "RSET":
+			if t.next != nil {
+				t.next.cmd("RSET")
+			}
+			t.resetTransaction()
+			err = t.reply("250 2.0.0 Ok")
+		case "NOOP":
+			err = t.reply("250 2.0.0 Ok")
+		case "QUIT":
+			t.reply("221 2.0.0 Bye")
+			return
+		default:
+			err = t.reply("502 5.5.2 Error: command not recognized")
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (t *session) xforwardCmd(arg string) error {
+	for _, item := range strings.Fields(arg) {
+		k, v, ok := strings.Cut(item, "=")
+		k = strings.ToUpper(k)
+		if !ok || !strings.Contains(" "+xforwardNames+" ", " "+k+" ") {
+			return t.reply("501 5.5.4 Bad XFORWARD attribute " + k)
+		}
+		t.xforward[k] = v
+	}
+	return t.reply("250 2.0.0 Ok")
+}
+
+// nextHopDown is the reply when the reinjection service cannot be reached:
+// temporary, so that Postfix keeps the message.
+const nextHopDown = "451 4.4.1 next hop unavailable, try again later"
+
+func (t *session) mailCmd(line string) error {
+	if t.mail != "" {
+		return t.reply("503 5.5.1 Error: nested MAIL command")
+	}
+	if len(line) < len("MAIL FROM:") || !strings.EqualFold(line[:len("MAIL FROM:")], "MAIL FROM:") {
+		return t.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+	}
+	addr, _, _ := strings.Cut(strings.TrimSpace(line[len("MAIL FROM:"):]), " ")
+	if t.next == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), t.srv.Timeout)
+		h, err := dialNextHop(ctx, t.srv.NextHop, t.srv.Hostname, t.srv.Timeout)
+		cancel()
+		if err != nil {
+			t.srv.Log.Error("next hop unavailable", "next_hop", t.srv.NextHop, "error", err)
+			return t.reply(nextHopDown)
+		}
+		t.next = h
+	}
+	if err := t.next.xforward(t.xforward); err != nil {
+		t.srv.Log.Error("next hop refused XFORWARD", "error", err)
+		return t.dropNextHop()
+	}
+	rep, err := t.next.cmd(line)
+	if err != nil {
+		return t.dropNextHop()
+	}
+	if rep.code == 250 {
+		t.mail, t.sender = line, strings.Trim(addr, "<>")
+	}
+	return t.reply(rep.lines...)
+}
+
+// dropNextHop answers a temporary failure after the next hop failed.
+func (t *session) dropNextHop() error {
+	if t.next != nil {
+		t.next.conn.Close()
+		t.next = nil
+	}
+	t.resetTransaction()
+	return t.reply(nextHopDown)
+}
+
+func (t *session) rcptCmd(line string) error {
+	if t.mail == "" {
+		return t.reply("503 5.5.1 Error: need MAIL command")
+	}
+	if len(line) < len("RCPT TO:") || !strings.EqualFold(line[:len("RCPT TO:")], "RCPT TO:") {
+		return t.reply("501 5.5.4 Syntax: RCPT TO:<address>")
+	}
+	rep, err := t.next.cmd(line)
+	if err != nil {
+		return t.dropNextHop()
+	}
+	if rep.code == 250 || rep.code == 251 {
+		addr, _, _ := strings.Cut(strings.TrimSpace(line[len("RCPT TO:"):]), " ")
+		t.rcpts = append(t.rcpts, strings.Trim(addr, "<>"))
+	}
+	return t.reply(rep.lines...)
+}
+
+func (t *session) dataCmd() error {
+	if t.mail == "" {
+		return t.reply("503 5.5.1 Error: need MAIL command")
+	}
+	if len(t.rcpts) == 0 {
+		return t.reply("554 5.5.1 Error: no valid recipients")
+	}
+	if err := t.reply("354 End data with <CR><LF>.<CR><LF>"); err != nil {
+		return err
+	}
+	spool := newSpool(t.srv.SpoolDir, t.srv.SpoolThreshold)
+	defer spool.Close()
+	t.conn.SetReadDeadline(time.Now().Add(t.srv.Timeout))
+	err := readData(t.r, deadlineWriter{spool, t.conn, t.srv.Timeout}, t.srv.MaxSize)
+	m := &Message{
+		ClientAddr: xtext(t.xforward["ADDR"]), ClientPort: xtext(t.xforward["PORT"]), Helo: xtext(t.xforward["HELO"]),
+		Ident: xtext(t.xforward["IDENT"]), Proto: xtext(t.xforward["PROTO"]), Source: xtext(t.xforward["SOURCE"]),
+		Sender: t.sender, Recipients: t.rcpts, Spool: spool,
+	}
+	defer t.resetTransaction()
+	switch {
+	case errors.Is(err, errTooBig):
+		t.abortNextHop()
+		return t.reply(fmt.Sprintf("552 5.3.4 Error: message larger than %d bytes", t.srv.MaxSize))
+	case err != nil:
+		t.srv.Log.Warn("message not received whole, Postfix keeps it", "client", m.ClientAddr, "error", err)
+		return err
+	}
+	v := Verdict{}
+	if t.srv.Checker != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), t.srv.Timeout)
+		v = t.srv.Checker.Check(ctx, m)
+		cancel()
+	}
+	if v.Reply != "" {
+		t.abortNextHop()
+		return t.reply(v.Reply)
+	}
+	return t.deliver(m, v)
+}
+
+// abortNextHop ends the next hop's transaction.
+func (t *session) abortNextHop() {
+	if rep, err := t.next.cmd("RSET"); err != nil || rep.code != 250 {
+		t.next.conn.Close()
+		t.next = nil
+	}
+}
+
+// deliver gives the message to the next hop and mirrors its reply.
+func (t *session) deliver(m *Message, v Verdict) error {
+	rep, err := t.next.cmd("DATA")
+	if err != nil {
+		return t.dropNextHop()
+	}
+	if rep.code != 354 {
+		return t.reply(rep.lines...)
+	}
+	t.next.conn.SetDeadline(time.Now().Add(t.srv.Timeout))
+	body := m.Spool.Reader()
+	if len(v.Headers) > 0 {
+		body = io.MultiReader(strings.NewReader(strings.Join(v.Headers, "\r\n")+"\r\n"), body)
+	}
+	if t.srv.Sign != nil {
+		pr, pw := io.Pipe()
+		defer pr.Close() // ends the signer if the next hop failed first
+		go func(r io.Reader) { pw.CloseWithError(t.srv.Sign(pw, r, m)) }(body)
+		body = pr
+	}
+	if err := writeData(t.next.w, body); err != nil {
+		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)
+		return t.dropNextHop()
+	}
+	rep, err = readReply(t.next.r)
+	if err != nil {
+		t.srv.Log.Error("no reply from the next hop, Postfix keeps the message", "client", m.ClientAddr, "error", err)
+		return t.dropNextHop()
+	}
+	t.srv.Log.Info("message", "client", m.ClientAddr, "port", m.ClientPort, "ident", m.Ident, "sender", m.Sender,
+		"recipients", len(m.Recipients), "size", m.Spool.Size(), "next_hop", rep.last())
+	return t.reply(rep.lines...)
+}
+
+// deadlineWriter renews the read deadline as the data comes in.
+type deadlineWriter struct {
+	w       io.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.w.Write(p)
+}
