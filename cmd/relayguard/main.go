@@ -1,6 +1,7 @@
 // Command relayguard guards a shared SMTP submission service: `relayguard
-// policyd` is Postfix's policy service, `relayguard check-config` checks the
-// configuration without starting anything.
+// policyd` is Postfix's policy service, `relayguard contentfilter` its
+// content filter, `relayguard check-config` checks the configuration without
+// starting anything, and the support commands talk to policyd's admin API.
 package main
 
 import (
