@@ -303,7 +303,11 @@ func (c *Config) validate(d *doc) {
 	placeholders(d, "rules.account_disabled.reply", r.AccountDisabled.Reply, "id", "ip", "login")
 	placeholders(d, "rules.sender_domain.reply", r.SenderDomain.Reply, "id", "ip", "login", "sender", "domain")
 	oneOf(d, "rules.sender_domain.null_sender", r.SenderDomain.NullSender, "accept", "reject")
-	for name, x := range map[string]DomainDNS{"sender_dns": r.SenderDNS, "recipient_dns": r.RecipientDNS} {
+	for _, nx := range []struct {
+		name string
+		x    DomainDNS
+	}{{"sender_dns", r.SenderDNS}, {"recipient_dns", r.RecipientDNS}} {
+		name, x := nx.name, nx.x
 		placeholders(d, "rules."+name+".reply", x.Reply, "id", "ip", "sender", "recipient", "domain")
 		placeholders(d, "rules."+name+".tempfail_reply", x.TempfailReply, "id", "ip", "sender", "recipient", "domain")
 		if !x.TempfailReply.Temporary() {
@@ -334,7 +338,11 @@ func (c *Config) validate(d *doc) {
 	}
 	oneOf(d, "rules.sbl.fail", s.Fail, "open", "closed")
 	seen := map[string]string{}
-	for key, list := range map[string][]string{"listed": s.Listed, "pbl": s.PBL} {
+	for _, kl := range []struct {
+		key  string
+		list []string
+	}{{"listed", s.Listed}, {"pbl", s.PBL}} {
+		key, list := kl.key, kl.list
 		for i, a := range list {
 			path := fmt.Sprintf("rules.sbl.%s[%d]", key, i)
 			ip, err := netip.ParseAddr(a)

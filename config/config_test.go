@@ -190,6 +190,13 @@ alternative_sender = "not an address"
 [[account]]
 address = "A@Example.CZ"
 [[accounts]]
+[[domain]]
+name = "signed.cz"
+dkim_selector = "bad selector"
+dkim_key = "relative.key"
+[[domain]]
+name = "half.cz"
+dkim_selector = "s1"
 `,
 		`dir.toml:1: webmail_networks[0]: "10.0.0.0/33" is not an IP address or a CIDR prefix`,
 		`dir.toml:1: webmail_networks[1]: "10.0.0.1/8" has host bits set; write 10.0.0.0/8`,
@@ -201,6 +208,9 @@ address = "A@Example.CZ"
 		`dir.toml:13: account[1].alternative_sender: "not an address" is not a full address (local@domain)`,
 		`dir.toml:15: account[2].address: account a@example.cz is listed twice`,
 		`dir.toml:16: unknown table [accounts]`,
+		`dir.toml:19: domain[2].dkim_selector: dkim: selector "bad selector": want DNS labels of letters, digits and inner hyphens, such as "s2026"`,
+		`dir.toml:20: domain[2].dkim_key: "relative.key": give the key file's absolute path`,
+		`dir.toml:21: domain[3].dkim_key: dkim_selector and dkim_key go together`,
 	)
 }
 

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"relayguard/dkim"
 	"relayguard/mailaddr"
 )
 
@@ -23,6 +25,8 @@ type domainEntry struct {
 	Name           string   `toml:"name"`
 	Aliases        []string `toml:"aliases"`
 	GeoIPCountries []string `toml:"geoip_countries"`
+	DKIMSelector   string   `toml:"dkim_selector"`
+	DKIMKey        string   `toml:"dkim_key"`
 }
 
 type accountEntry struct {
@@ -41,6 +45,10 @@ type Group struct {
 	Name      string   // the domain as listed, ASCII
 	Domains   []string // Name first, then the aliases, ASCII
 	Countries []string // GeoIP countries granted to the group (R9)
+	// DKIM key of the domain (R19): selector and key file; both empty when
+	// the domain signs nothing. The content filter loads the key; policyd
+	// never reads it.
+	DKIMSelector, DKIMKey string
 }
 
 // Account is an entry of the directory.
@@ -80,7 +88,18 @@ func ParseDirectory(name string, data []byte) (*Directory, error) {
 			d.errorf(path+".name", "%v", err)
 			continue
 		}
-		g := &Group{Name: name}
+		g := &Group{Name: name, DKIMSelector: e.DKIMSelector, DKIMKey: e.DKIMKey}
+		switch {
+		case (e.DKIMSelector == "") != (e.DKIMKey == ""):
+			d.errorf(path+".dkim_key", "dkim_selector and dkim_key go together")
+		case e.DKIMSelector != "":
+			if err := dkim.CheckSelector(e.DKIMSelector); err != nil {
+				d.errorf(path+".dkim_selector", "%v", err)
+			}
+			if !filepath.IsAbs(e.DKIMKey) {
+				d.errorf(path+".dkim_key", "%q: give the key file's absolute path", e.DKIMKey)
+			}
+		}
 		for j, cc := range e.GeoIPCountries {
 			if !countryCode(cc) {
 				d.errorf(fmt.Sprintf("%s.geoip_countries[%d]", path, j), "%q is not an upper-case ISO 3166 country code such as \"US\"", cc)
@@ -156,6 +175,19 @@ func (d *Directory) SameOwner(a, b string) bool {
 	return g != nil && g == d.groups[b]
 }
 
+// Groups returns each group once, in no particular order.
+func (d *Directory) Groups() []*Group {
+	seen := map[*Group]bool{}
+	var gs []*Group
+	for _, g := range d.groups {
+		if !seen[g] {
+			seen[g] = true
+			gs = append(gs, g)
+		}
+	}
+	return gs
+}
+
 // Account returns the entry for a normalised address, or nil.
 func (d *Directory) Account(addr string) *Account { return d.accounts[addr] }
 
@@ -164,10 +196,7 @@ func (d *Directory) Webmail(ip netip.Addr) bool { return d.webmail.Contains(ip) 
 
 // Summary is a line for the log after a (re)load.
 func (d *Directory) Summary() string {
-	groups := map[*Group]bool{}
-	for _, g := range d.groups {
-		groups[g] = true
-	}
+	groups := d.Groups()
 	nets := make([]string, len(d.webmail))
 	for i, n := range d.webmail {
 		nets[i] = n.String()

@@ -35,6 +35,7 @@ func main() {
 				Flags:  []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error { return checkConfig(c.String("config")) },
 			},
+			dkimCommand(),
 		}, supportCommands()...),
 	}
 	if err := app.Run(os.Args); err != nil {
