@@ -37,7 +37,11 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
 		"milter.listen", "milter.socket", "milter.socket_mode",
 		"contentfilter.listen", "contentfilter.next_hop", "contentfilter.hostname", "contentfilter.max_size",
-		"contentfilter.spool_dir", "contentfilter.spool_threshold", "contentfilter.timeout",
+		"contentfilter.spool_dir", "contentfilter.spool_threshold", "contentfilter.timeout", "contentfilter.tempfail_reply",
+		"contentfilter.rules.attachments.extensions", "contentfilter.rules.virus.clamd", "contentfilter.rules.virus.timeout",
+		"contentfilter.rules.virus.max_stream", "contentfilter.rules.virus.fail", "contentfilter.rules.spam.rspamd",
+		"contentfilter.rules.spam.threshold", "contentfilter.rules.spam.max_size", "contentfilter.rules.spam.timeout",
+		"contentfilter.rules.spam.fail", "contentfilter.rules.spam.header",
 		"store.backend", "store.dir", "store.flush_interval", "store.gc_interval",
 		"admin.socket", "admin.socket_mode", "admin.socket_group", "admin.decision_retention",
 		"auth_policy.listen", "auth_policy.api_header", "auth_policy.api_key",
@@ -55,11 +59,13 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s is not in etc/relayguard.toml", key)
 		}
 	}
-	for _, rule := range []string{"auth_required", "login_format", "account_disabled", "sender_domain", "sender_dns", "recipient_dns", "geoip", "sbl",
-		"auth_failures", "rate", "recipients_per_message", "messages_per_session", "big_messages"} {
+	for _, table := range []string{"rules.auth_required", "rules.login_format", "rules.account_disabled", "rules.sender_domain",
+		"rules.sender_dns", "rules.recipient_dns", "rules.geoip", "rules.sbl", "rules.auth_failures", "rules.rate",
+		"rules.recipients_per_message", "rules.messages_per_session", "rules.big_messages",
+		"contentfilter.rules.attachments", "contentfilter.rules.virus", "contentfilter.rules.spam"} {
 		for _, k := range []string{"mode", "exempt", "reply"} {
-			if _, ok := d.lines["rules."+rule+"."+k]; !ok {
-				t.Errorf("rules.%s.%s is not in etc/relayguard.toml", rule, k)
+			if _, ok := d.lines[table+"."+k]; !ok {
+				t.Errorf("%s.%s is not in etc/relayguard.toml", table, k)
 			}
 		}
 	}

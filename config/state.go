@@ -3,7 +3,10 @@ package config
 import (
 	"fmt"
 	"os/user"
+	"strings"
 	"time"
+
+	"relayguard/reply"
 )
 
 // The configuration of policyd's state: the store, the admin API, Dovecot's
@@ -212,6 +215,9 @@ type ContentFilter struct {
 	SpoolDir       string        `toml:"spool_dir"`
 	SpoolThreshold int           `toml:"spool_threshold"`
 	Timeout        time.Duration `toml:"timeout"`
+	// TempfailReply is the reply when a check cannot decide (fail = "tempfail").
+	TempfailReply reply.Template `toml:"tempfail_reply"`
+	Rules         FilterRules    `toml:"rules"`
 }
 
 func defaultContentFilter(c *Config) {
@@ -219,6 +225,7 @@ func defaultContentFilter(c *Config) {
 		Listen: "127.0.0.1:10025", NextHop: "127.0.0.1:10026", MaxSize: 52428800,
 		SpoolDir: "/var/lib/relayguard/spool", SpoolThreshold: 1048576, Timeout: 5 * time.Minute,
 	}
+	defaultFilterRules(c)
 }
 
 func (c *Config) validateContentFilter(d *doc) {
@@ -234,4 +241,88 @@ func (c *Config) validateContentFilter(d *doc) {
 	}
 	atLeast(d, "contentfilter.spool_threshold", f.SpoolThreshold, 0)
 	positive(d, "contentfilter.timeout", f.Timeout)
+	c.validateFilterRules(d)
+}
+
+// FilterRules are the content filter's checks.
+type FilterRules struct {
+	Attachments Attachments `toml:"attachments"` // R17
+	Virus       Virus       `toml:"virus"`       // R16
+	Spam        Spam        `toml:"spam"`        // R15 (the filter's side)
+}
+
+// Attachments is R17.
+type Attachments struct {
+	Rule
+	Extensions []string `toml:"extensions"`
+}
+
+// Virus is R16, through clamd.
+type Virus struct {
+	Rule
+	Clamd     string        `toml:"clamd"` // "127.0.0.1:3310" or a unix socket path
+	Timeout   time.Duration `toml:"timeout"`
+	MaxStream int           `toml:"max_stream"`
+	Fail      string        `toml:"fail"` // "tempfail" or "accept"
+}
+
+// Spam is the filter's side of R15, through rspamd.
+type Spam struct {
+	Rule
+	Rspamd    string        `toml:"rspamd"`    // base URL
+	Threshold string        `toml:"threshold"` // the least rspamd action that is spam
+	MaxSize   int           `toml:"max_size"`  // larger messages are not scanned
+	Timeout   time.Duration `toml:"timeout"`
+	Fail      string        `toml:"fail"` // "accept" or "tempfail"
+	Header    string        `toml:"header"`
+}
+
+func defaultFilterRules(c *Config) {
+	c.ContentFilter.TempfailReply = reply.MustParse("451 4.7.1 {id} temporary failure, try again later")
+	c.ContentFilter.Rules = FilterRules{
+		Attachments: Attachments{Rule: rule("554 5.7.1 {id} Bad attachment"), Extensions: []string{
+			"com", "exe", "pif", "bat", "scr", "cpl", "cmd", "dll", "lnk", "inf", "msi", "sct", "vbs", "vb", "vbe", "js", "wsf", "iso"}},
+		Virus: Virus{Rule: rule("554 5.7.1 {id} virus detected"), Clamd: "127.0.0.1:3310", Timeout: 60 * time.Second,
+			MaxStream: 26214400, Fail: "tempfail"},
+		Spam: Spam{Rule: rule("550 5.7.1 {id} spam detected"), Rspamd: "http://127.0.0.1:11333", Threshold: "add header",
+			MaxSize: 10485760, Timeout: 30 * time.Second, Fail: "accept", Header: "X-Spam: Yes"},
+	}
+}
+
+func (c *Config) validateFilterRules(d *doc) {
+	f := &c.ContentFilter
+	placeholders(d, "contentfilter.tempfail_reply", f.TempfailReply, "id", "ip")
+	if !f.TempfailReply.Temporary() {
+		d.errorf("contentfilter.tempfail_reply", "must be a 4xx reply")
+	}
+	r := &f.Rules
+	placeholders(d, "contentfilter.attachments.reply", r.Attachments.Reply, "id", "ip", "name")
+	if len(r.Attachments.Extensions) == 0 && r.Attachments.Mode != Off {
+		d.errorf("contentfilter.attachments.extensions", "at least one extension unless mode = \"off\"")
+	}
+	for i, e := range r.Attachments.Extensions {
+		if e == "" || strings.ContainsAny(e, ". \t") {
+			d.errorf(fmt.Sprintf("contentfilter.attachments.extensions[%d]", i), "%q: write the extension without its dot, such as \"exe\"", e)
+		}
+	}
+	v := &r.Virus
+	placeholders(d, "contentfilter.virus.reply", v.Reply, "id", "ip", "virus")
+	if v.Mode != Off && v.Clamd == "" {
+		d.errorf("contentfilter.virus.clamd", "required unless mode = \"off\": clamd's TCP address or unix socket")
+	}
+	positive(d, "contentfilter.virus.timeout", v.Timeout)
+	atLeast(d, "contentfilter.virus.max_stream", v.MaxStream, 1024)
+	oneOf(d, "contentfilter.virus.fail", v.Fail, "tempfail", "accept")
+	s := &r.Spam
+	placeholders(d, "contentfilter.spam.reply", s.Reply, "id", "ip")
+	if s.Mode != Off && !strings.HasPrefix(s.Rspamd, "http://") && !strings.HasPrefix(s.Rspamd, "https://") {
+		d.errorf("contentfilter.spam.rspamd", "%q: rspamd's URL, such as \"http://127.0.0.1:11333\"", s.Rspamd)
+	}
+	oneOf(d, "contentfilter.spam.threshold", s.Threshold, "greylist", "soft reject", "add header", "rewrite subject", "reject")
+	atLeast(d, "contentfilter.spam.max_size", s.MaxSize, 1024)
+	positive(d, "contentfilter.spam.timeout", s.Timeout)
+	oneOf(d, "contentfilter.spam.fail", s.Fail, "accept", "tempfail")
+	if name, _, ok := strings.Cut(s.Header, ":"); s.Header != "" && (!ok || name == "" || strings.ContainsAny(name, " \t")) {
+		d.errorf("contentfilter.spam.header", "%q is not a header field such as \"X-Spam: Yes\"", s.Header)
+	}
 }

@@ -17,9 +17,11 @@ import (
 
 	"github.com/miekg/dns"
 
+	"relayguard/dkim"
 	"relayguard/geoip/geoiptest"
 	"relayguard/integration/harness"
 	"relayguard/internal/dnstest"
+	"relayguard/scan/scantest"
 )
 
 // env is the running lab shared by the tests.
@@ -32,6 +34,7 @@ var env struct {
 	bin       string  // relayguard, for the support commands
 	config    string  // its configuration
 	edits     []edit  // what the tests change in etc/relayguard.toml
+	dkimTXT   string  // the TXT record of example.cz's DKIM key
 }
 
 const password = "secret"
@@ -43,7 +46,7 @@ var users = []string{
 	"session@example.cz", "big@example.cz",
 }
 
-const directory = `
+var directory = `
 webmail_networks = ["127.0.0.60"]
 
 [[domain]]
@@ -136,6 +139,19 @@ func setup(dir string) (stop func(), err error) {
 	env.dns.SetSOA("sbl.spamhaus.org.", 300, 60)
 	env.dns.SetRcode("servfail.test", dns.RcodeServerFailure)
 
+	// The scanners the content filter asks: clamd with a signature database
+	// of its own (EICAR), rspamd with this suite's DNS server.
+	clam, err := scantest.StartClamd(filepath.Join(dir, "clamd"))
+	if err != nil {
+		return stop, err
+	}
+	stops = append(stops, func() { clam.Close() })
+	rspamdLab, err := scantest.StartRspamd(filepath.Join(dir, "rspamd"), env.dns.Addr())
+	if err != nil {
+		return stop, err
+	}
+	stops = append(stops, func() { rspamdLab.Close() })
+
 	db := filepath.Join(dir, "country.mmdb")
 	if err := geoiptest.Write(db, geoiptest.MaxMind, map[string]string{
 		"127.0.0.0/8": "CZ",
@@ -144,8 +160,20 @@ func setup(dir string) (stop func(), err error) {
 	}); err != nil {
 		return stop, err
 	}
+	// A DKIM key for example.cz (R19), as `relayguard dkim keygen` makes one.
+	key, pemKey, err := dkim.Generate("ed25519", 0)
+	if err != nil {
+		return stop, err
+	}
+	keyFile := filepath.Join(dir, "example.cz.e2e.key")
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		return stop, err
+	}
+	env.dkimTXT = dkimTXTValue(dkim.TXTRecord("e2e", "example.cz", key.Public()))
 	dirFile := filepath.Join(dir, "directory.toml")
 	env.directory = dirFile
+	directory = strings.Replace(directory, `aliases = ["example.com", "příklad.cz"]`,
+		fmt.Sprintf("aliases = [\"example.com\", \"příklad.cz\"]\ndkim_selector = \"e2e\"\ndkim_key = %q", keyFile), 1)
 	if err := os.WriteFile(dirFile, []byte(directory), 0o644); err != nil {
 		return stop, err
 	}
@@ -180,6 +208,8 @@ func setup(dir string) (stop func(), err error) {
 		{"contentfilter", `listen = "127.0.0.1:10025"`, fmt.Sprintf("listen = %q", filterAddr)},
 		{"contentfilter", `next_hop = "127.0.0.1:10026"`, fmt.Sprintf("next_hop = %q", reinjectAddr)},
 		{"contentfilter", `spool_dir = "/var/lib/relayguard/spool"`, fmt.Sprintf("spool_dir = %q", filepath.Join(dir, "spool"))},
+		{"contentfilter.rules.virus", `clamd = "127.0.0.1:3310"`, fmt.Sprintf("clamd = %q", clam.Addr)},
+		{"contentfilter.rules.spam", `rspamd = "http://127.0.0.1:11333"`, fmt.Sprintf("rspamd = %q", rspamdLab.URL)},
 		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
 		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
 		// Small limits, and addresses where they do not apply, so that
@@ -229,6 +259,17 @@ func setup(dir string) (stop func(), err error) {
 	}
 	stops = append(stops, func() { env.lab.Close() })
 	return stop, nil
+}
+
+// dkimTXTValue takes the text of a zone line's TXT character-strings.
+func dkimTXTValue(zoneLine string) string {
+	var b strings.Builder
+	for i, part := range strings.Split(zoneLine, `"`) {
+		if i%2 == 1 {
+			b.WriteString(part)
+		}
+	}
+	return b.String()
 }
 
 // edit replaces one line of a table of etc/relayguard.toml.

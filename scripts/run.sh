@@ -18,9 +18,22 @@ subst directory /etc/relayguard/directory.toml "$etc/directory.toml"
 subst database /var/lib/relayguard/country.mmdb "$(cd "$var" && pwd)/country.mmdb"
 subst dir /var/lib/relayguard/state "$(cd "$var" && pwd)/state"
 subst socket /run/relayguard/admin.sock "$(cd "$var" && pwd)/admin.sock"
+subst spool_dir /var/lib/relayguard/spool "$(cd "$var" && pwd)/spool"
 mv "$cfg.tmp" "$cfg"
 
 "$bin" check-config --config "$cfg"
 echo "policyd: policy service 127.0.0.1:10040, milter 127.0.0.1:10041, Dovecot auth policy 127.0.0.1:10042,"
-echo "admin socket $var/admin.sock (e.g. $bin blocks --socket $var/admin.sock). Ctrl-C stops it."
-exec "$bin" policyd --config "$cfg"
+echo "  admin socket $var/admin.sock (e.g. $bin blocks --socket $var/admin.sock)."
+echo "contentfilter: 127.0.0.1:10025, next hop 127.0.0.1:10026; it asks clamd on 127.0.0.1:3310 and"
+echo "  rspamd on 127.0.0.1:11333 (without them, messages are deferred or pass unscanned, as configured)."
+echo "Ctrl-C stops both."
+"$bin" policyd --config "$cfg" &
+policyd=$!
+"$bin" contentfilter --config "$cfg" &
+filter=$!
+trap 'kill -TERM $policyd $filter 2>/dev/null; wait' INT TERM
+wait -n $policyd $filter
+status=$?
+kill -TERM $policyd $filter 2>/dev/null
+wait
+exit $status

@@ -10,6 +10,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -18,7 +20,44 @@ import (
 
 	"relayguard/config"
 	"relayguard/contentfilter"
+	"relayguard/dkim"
+	"relayguard/mailaddr"
+	"relayguard/policyd"
 )
+
+// dkimSigner loads the DKIM keys the directory names (R19); nil when none.
+func dkimSigner(cfg *config.Config, log *slog.Logger) (func(io.Writer, io.Reader, *contentfilter.Message) error, error) {
+	dir, err := config.LoadDirectory(cfg.Policyd.Directory)
+	if err != nil {
+		return nil, err
+	}
+	var keys []*dkim.Key
+	for _, g := range dir.Groups() {
+		if g.DKIMKey == "" {
+			continue
+		}
+		k, err := dkim.LoadKey(g.Name, g.DKIMSelector, g.DKIMKey)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+		log.Info("DKIM key loaded", "domain", g.Name, "selector", g.DKIMSelector, "algorithm", k.Algorithm)
+	}
+	if len(keys) == 0 {
+		log.Info("DKIM: no domain has a key in the directory, nothing is signed")
+		return nil, nil
+	}
+	signer := dkim.NewSigner(keys)
+	signer.SameOwner = dir.SameOwner
+	return func(w io.Writer, r io.Reader, m *contentfilter.Message) error {
+		domain := ""
+		if _, d, err := mailaddr.Split(m.Sender); err == nil {
+			domain = d
+		}
+		_, err := signer.Sign(w, r, domain)
+		return err
+	}, nil
+}
 
 func runContentFilter(path string) error {
 	cfg, err := config.Load(path)
@@ -36,8 +75,20 @@ func runContentFilter(path string) error {
 	if err := os.MkdirAll(f.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("contentfilter.spool_dir: %w", err)
 	}
+	checks, err := contentfilter.NewChecks(&cfg.ContentFilter, policyd.NewID, log)
+	if err != nil {
+		return err
+	}
+	r := &cfg.ContentFilter.Rules
+	log.Info("rule", "id", "R17", "name", "attachments", "mode", r.Attachments.Mode, "extensions", len(r.Attachments.Extensions))
+	log.Info("rule", "id", "R16", "name", "virus", "mode", r.Virus.Mode, "clamd", r.Virus.Clamd, "fail", r.Virus.Fail)
+	log.Info("rule", "id", "R15", "name", "spam", "mode", r.Spam.Mode, "rspamd", r.Spam.Rspamd, "threshold", r.Spam.Threshold, "fail", r.Spam.Fail)
+	sign, err := dkimSigner(cfg, log)
+	if err != nil {
+		return err
+	}
 	srv := &contentfilter.Server{
-		Hostname: hostname, NextHop: f.NextHop, MaxSize: int64(f.MaxSize),
+		Hostname: hostname, NextHop: f.NextHop, MaxSize: int64(f.MaxSize), Checker: checks, Sign: sign,
 		SpoolDir: f.SpoolDir, SpoolThreshold: int64(f.SpoolThreshold), Timeout: f.Timeout, Log: log,
 	}
 	ln, err := net.Listen("tcp", f.Listen)

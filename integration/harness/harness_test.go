@@ -508,7 +508,7 @@ func TestEnsureInstalled(t *testing.T) {
 	if err := fake.ensure(); err != nil {
 		t.Fatal(err)
 	}
-	want := "apt-get update|apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends postfix dovecot-core"
+	want := "apt-get update|apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends postfix dovecot-core clamav-daemon clamav-testfiles rspamd"
 	if strings.Join(ran, "|") != want {
 		t.Errorf("ran %q, want %q", ran, want)
 	}

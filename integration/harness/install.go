@@ -7,15 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
-// packages are the Debian packages that provide the binaries the lab runs.
-var packages = []string{"postfix", "dovecot-core"}
+// packages are the Debian packages that provide the binaries the lab runs: the mail system, and
+// the scanners relayguard's content filter asks (clamav-testfiles has the harmless test binaries).
+var packages = []string{"postfix", "dovecot-core", "clamav-daemon", "clamav-testfiles", "rspamd"}
 
 // binaries the lab runs; script (util-linux, essential on Debian) gives `postfix check` a tty so
 // that it prints its errors.
-var binaries = []string{"postfix", "dovecot", "script"}
+var binaries = []string{"postfix", "dovecot", "script", "clamd", "rspamd"}
 
 // policyRCD keeps package scripts from starting the daemons they install (Debian's invoke-rc.d
 // asks it; exit 101 means "action forbidden").
@@ -52,7 +54,7 @@ func (in installer) ensure() error {
 	}
 	if in.euid != 0 {
 		return fmt.Errorf("harness: %v not found and not running as root: install them with "+
-			"`apt-get install -y --no-install-recommends postfix dovecot-core` (as root)", in.missing())
+			"`apt-get install -y --no-install-recommends %s` (as root)", in.missing(), strings.Join(packages, " "))
 	}
 	// Test packages run in parallel; one installs, the others wait and find the binaries.
 	lock, err := os.OpenFile(in.lockFile, os.O_CREATE|os.O_RDWR, 0o600)

@@ -1,0 +1,140 @@
+package contentfilter
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"relayguard/attachments"
+	"relayguard/config"
+	"relayguard/scan/clamd"
+	"relayguard/scan/rspamd"
+)
+
+// Checks are the filter's rules, in order: R17 (banned attachments, local
+// and cheap), R16 (viruses, clamd), then spam (rspamd). Each has its mode
+// and exempt networks; a scanner that gives no verdict follows its fail
+// mode, written in the configuration.
+type Checks struct {
+	Config      *config.ContentFilter
+	Attachments *attachments.Inspector
+	Clamd       *clamd.Client
+	Rspamd      *rspamd.Client
+	Threshold   rspamd.Action
+	NewID       func() string
+	Log         *slog.Logger
+}
+
+// NewChecks builds the checks a configuration asks for.
+func NewChecks(c *config.ContentFilter, newID func() string, log *slog.Logger) (*Checks, error) {
+	k := &Checks{Config: c, NewID: newID, Log: log}
+	r := &c.Rules
+	var err error
+	if r.Attachments.Mode != config.Off {
+		if k.Attachments, err = attachments.NewInspector(r.Attachments.Extensions); err != nil {
+			return nil, err
+		}
+	}
+	if r.Virus.Mode != config.Off {
+		network := "tcp"
+		if strings.HasPrefix(r.Virus.Clamd, "/") {
+			network = "unix"
+		}
+		k.Clamd = &clamd.Client{Network: network, Address: r.Virus.Clamd, Timeout: r.Virus.Timeout, MaxStream: int64(r.Virus.MaxStream)}
+	}
+	if r.Spam.Mode != config.Off {
+		if k.Threshold, err = rspamd.ParseAction(r.Spam.Threshold); err != nil {
+			return nil, err
+		}
+		k.Rspamd = &rspamd.Client{URL: r.Spam.Rspamd, Timeout: r.Spam.Timeout}
+	}
+	return k, nil
+}
+
+// applies reports whether a rule runs for the message's client.
+func applies(r *config.Rule, m *Message) bool {
+	if r.Mode == config.Off {
+		return false
+	}
+	ip, err := netip.ParseAddr(m.ClientAddr)
+	return err != nil || !r.Exempt.Contains(ip)
+}
+
+// Check runs the rules on a message.
+func (k *Checks) Check(ctx context.Context, m *Message) Verdict {
+	r := &k.Config.Rules
+	logAttrs := []any{"client", m.ClientAddr, "port", m.ClientPort, "ident", m.Ident, "sender", m.Sender, "size", m.Spool.Size()}
+	refuse := func(rule *config.Rule, id, reason string, vars ...string) (Verdict, bool) {
+		line := rule.Reply.Render(append(vars, "id", id, "ip", m.ClientAddr)...)
+		if rule.Mode == config.LogOnly {
+			k.Log.Info("would reject (log-only)", append(logAttrs, "id", id, "reason", reason, "reply", line)...)
+			return Verdict{}, false
+		}
+		k.Log.Info("reject", append(logAttrs, "id", id, "reason", reason, "reply", line)...)
+		return Verdict{Reply: line}, true
+	}
+	tempfail := func(what string, err error) Verdict {
+		id := k.NewID()
+		line := k.Config.TempfailReply.Render("id", id, "ip", m.ClientAddr)
+		k.Log.Warn("no verdict, Postfix keeps the message (fail = tempfail)", append(logAttrs, "id", id, "check", what, "error", err, "reply", line)...)
+		return Verdict{Reply: line}
+	}
+
+	if k.Attachments != nil && applies(&r.Attachments.Rule, m) {
+		res, err := k.Attachments.Inspect(m.Spool.Reader())
+		if err != nil {
+			return tempfail("attachments", err)
+		}
+		if len(res.Problems) > 0 {
+			k.Log.Warn("MIME damaged, judged on what could be parsed", append(logAttrs, "problems", strings.Join(res.Problems, "; "))...)
+		}
+		if len(res.Banned) > 0 {
+			f := res.Banned[0]
+			if v, ok := refuse(&r.Attachments.Rule, k.NewID(), "R17 banned attachment "+f.Name+" ("+f.Path+")", "name", f.Name); ok {
+				return v
+			}
+		}
+	}
+
+	if k.Clamd != nil && applies(&r.Virus.Rule, m) {
+		res, err := k.Clamd.Scan(ctx, m.Spool.Reader())
+		switch {
+		case err != nil && r.Virus.Fail == "tempfail":
+			return tempfail("clamd", err)
+		case err != nil:
+			k.Log.Warn("clamd gave no verdict, message passes unscanned (fail = accept)", append(logAttrs, "error", err)...)
+		case res.Infected:
+			if v, ok := refuse(&r.Virus.Rule, k.NewID(), "R16 virus "+res.Signature, "virus", res.Signature); ok {
+				return v
+			}
+		case res.TooLarge:
+			k.Log.Warn("message longer than clamd's stream limit: scanned in part", append(logAttrs, "max_stream", r.Virus.MaxStream)...)
+		}
+	}
+
+	var v Verdict
+	if k.Rspamd != nil && applies(&r.Spam.Rule, m) {
+		if m.Spool.Size() > int64(r.Spam.MaxSize) {
+			k.Log.Info("message not scanned for spam: larger than max_size", logAttrs...)
+			return v
+		}
+		meta := rspamd.Meta{Helo: m.Helo, From: m.Sender, Rcpt: m.Recipients, QueueID: m.Ident}
+		if ip, err := netip.ParseAddr(m.ClientAddr); err == nil {
+			meta.IP = ip
+		}
+		verdict, err := k.Rspamd.Check(ctx, m.Spool.Reader(), m.Spool.Size(), meta)
+		switch {
+		case err != nil && r.Spam.Fail == "tempfail":
+			return tempfail("rspamd", err)
+		case err != nil:
+			k.Log.Warn("rspamd gave no verdict, message passes (fail = accept)", append(logAttrs, "error", err)...)
+		case verdict.Spam(k.Threshold):
+			k.Log.Info("spam", append(logAttrs, "action", string(verdict.Action), "score", verdict.Score, "symbols", strings.Join(verdict.Symbols, ","))...)
+			if r.Spam.Header != "" && r.Spam.Mode == config.Enforce {
+				v.Headers = append(v.Headers, r.Spam.Header)
+			}
+		}
+	}
+	return v
+}

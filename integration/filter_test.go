@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	msgauth "github.com/emersion/go-msgauth/dkim"
+
+	"relayguard/integration/harness"
+	"relayguard/scan/scantest"
+)
+
+// withAttachment is a message with one attachment, its Content-Disposition
+// and Content-Type parameters written as given (to try the naming tricks).
+func withAttachment(disposition, ctype string, content []byte) string {
+	return "From: <jan@example.cz>\r\nTo: <someone@dest.test>\r\nSubject: attachment\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n" +
+		"--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n" +
+		"--b1\r\nContent-Type: " + ctype + "\r\nContent-Transfer-Encoding: base64\r\n" +
+		"Content-Disposition: " + disposition + "\r\n\r\n" + base64.StdEncoding.EncodeToString(content) + "\r\n--b1--\r\n"
+}
+
+// submit sends one raw message from local as jan@example.cz and returns the
+// stage and line of a refusal, or "" and the reply to the end of DATA.
+func submit(t *testing.T, local, msg string) (stage, line string) {
+	t.Helper()
+	c := session(t, local, "jan@example.cz")
+	if line, err := c.Mail("jan@example.cz"); err != nil {
+		return "MAIL", line
+	}
+	if line, err := c.Rcpt("someone@dest.test"); err != nil {
+		return "RCPT", line
+	}
+	line, err := c.Data([]byte(msg))
+	if err != nil {
+		return "DATA", line
+	}
+	return "", line
+}
+
+// R17: every banned extension, every naming trick, and what passes.
+func TestBannedAttachments(t *testing.T) {
+	const bad = "554 5.7.1 {id} Bad attachment"
+	for _, ext := range []string{"com", "exe", "pif", "bat", "scr", "cpl", "cmd", "dll", "lnk", "inf", "msi", "sct", "vbs", "vb", "vbe", "js", "wsf", "iso"} {
+		stage, line := submit(t, "127.0.0.101", withAttachment(`attachment; filename="file.`+ext+`"`, "application/octet-stream", []byte("x")))
+		if _, ok := matchReply(line, bad); stage != "DATA" || !ok {
+			t.Errorf(".%s: %s %q", ext, stage, line)
+		}
+	}
+	for name, parts := range map[string][2]string{
+		"upper case":             {`attachment; filename="INVOICE.EXE"`, "application/octet-stream"},
+		"double extension":       {`attachment; filename="invoice.pdf.exe"`, "application/pdf"},
+		"trailing dot and space": {`attachment; filename="invoice.exe. "`, "application/octet-stream"},
+		"RFC 2231 charset":       {`attachment; filename*=UTF-8''%C3%BA%C4%8Det.exe`, "application/octet-stream"},
+		"RFC 2231 continuations": {`attachment; filename*0="fak"; filename*1="tura.js"`, "application/octet-stream"},
+		"RFC 2047 in name":       {`attachment`, `application/octet-stream; name="=?UTF-8?B?w7rEjWV0LnNjcg==?="`},
+		"name only":              {`inline`, `application/octet-stream; name="setup.msi"`},
+	} {
+		stage, line := submit(t, "127.0.0.101", withAttachment(parts[0], parts[1], []byte("x")))
+		if _, ok := matchReply(line, bad); stage != "DATA" || !ok {
+			t.Errorf("%s: %s %q", name, stage, line)
+		}
+	}
+	for name, parts := range map[string][2]string{
+		"exe then pdf": {`attachment; filename="report.exe.pdf"`, "application/pdf"},
+		"zip":          {`attachment; filename="setup.zip"`, "application/zip"},
+	} {
+		if stage, line := submit(t, "127.0.0.102", withAttachment(parts[0], parts[1], []byte("%PDF-1.4"))); stage != "" {
+			t.Errorf("%s refused: %s %q", name, stage, line)
+		}
+	}
+	// An attached message carrying a banned file.
+	inner := withAttachment(`attachment; filename="bad.js"`, "application/javascript", []byte("alert(1)"))
+	outer := "From: <jan@example.cz>\r\nTo: <someone@dest.test>\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\nForwarded.\r\n" +
+		"--o\r\nContent-Type: message/rfc822\r\n\r\n" + inner + "\r\n--o--\r\n"
+	if stage, line := submit(t, "127.0.0.101", outer); stage != "DATA" || !strings.Contains(line, "Bad attachment") {
+		t.Errorf("attached message with bad.js: %s %q", stage, line)
+	}
+}
+
+// R16: EICAR, attached, through the real clamd.
+func TestVirus(t *testing.T) {
+	stage, line := submit(t, "127.0.0.103", withAttachment(`attachment; filename="readme.txt"`, "text/plain", scantest.EICAR()))
+	if _, ok := matchReply(line, "554 5.7.1 {id} virus detected"); stage != "DATA" || !ok {
+		t.Errorf("EICAR: %s %q", stage, line)
+	}
+	if lines := strings.Count(readFile(env.filter.log), scantest.EICARSignature); lines == 0 {
+		t.Errorf("the virus name is not in the filter's log")
+	}
+}
+
+// Spam (rspamd, GTUBE) passes tagged; the allowance and the refusal come with
+// policyd's counting (R15).
+func TestSpamTagged(t *testing.T) {
+	msg := "From: <jan@example.cz>\r\nTo: <someone@dest.test>\r\nSubject: spam " + fmt.Sprint(time.Now().UnixNano()) + "\r\n\r\n" + string(scantest.GTUBE()) + "\r\n"
+	if stage, line := submit(t, "127.0.0.104", msg); stage != "" {
+		t.Fatalf("GTUBE refused: %s %q", stage, line)
+	}
+	m, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, scantest.GTUBE()) }, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(m.Data, []byte("X-Spam: Yes\r\n")) {
+		t.Errorf("spam not tagged:\n%s", m.Data[:min(len(m.Data), 600)])
+	}
+}
+
+// R19: mail of example.cz arrives signed, and the signature verifies.
+func TestDKIMSigned(t *testing.T) {
+	subject := fmt.Sprintf("signed %d", time.Now().UnixNano())
+	msg := "From: Jan <jan@example.cz>\r\nTo: <someone@dest.test>\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject[7:] + "@example.cz>\r\n" +
+		"Date: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\nHello, signed.\r\n"
+	if stage, line := submit(t, "127.0.0.105", msg); stage != "" {
+		t.Fatalf("refused: %s %q", stage, line)
+	}
+	m, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, []byte(subject)) }, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := msgauth.VerifyWithOptions(bytes.NewReader(m.Data), &msgauth.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if name != "e2e._domainkey.example.cz" {
+				return nil, fmt.Errorf("no TXT for %s", name)
+			}
+			return []string{env.dkimTXT}, nil
+		},
+	})
+	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "example.cz" {
+		t.Errorf("verification: %v %+v\n%s", err, vs, m.Data[:min(len(m.Data), 800)])
+	}
+}
+
+// A 20 MB message goes through the filter (spooled to disk) whole.
+func TestLargeMessage(t *testing.T) {
+	line := strings.Repeat("0123456789", 7) + "\r\n"
+	body := strings.Repeat(line, 20_000_000/len(line))
+	subject := fmt.Sprintf("large %d", time.Now().UnixNano())
+	msg := "From: <jan@example.cz>\r\nTo: <someone@dest.test>\r\nSubject: " + subject + "\r\n\r\n" + body
+	if stage, line := submit(t, "127.0.0.106", msg); stage != "" {
+		t.Fatalf("refused: %s %q", stage, line)
+	}
+	m, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, []byte(subject)) }, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(m.Data, []byte(body)) {
+		t.Errorf("the 20 MB body did not arrive intact (%d bytes)", len(m.Data))
+	}
+}
