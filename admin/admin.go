@@ -58,6 +58,16 @@ type Backend interface {
 	// Explain returns the decision whose reply carried id, if it is still
 	// kept.
 	Explain(ctx context.Context, id string) (decisions.Record, bool, error)
+	// Spam counts a message the content filter judged spam against its
+	// sender (R15), found by its queue id or the client's address and port.
+	Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error)
+}
+
+// SpamReport is the answer to a spam report: who sent the message, and
+// whether their allowance is spent (the filter then refuses the message).
+type SpamReport struct {
+	Login string `json:"login,omitempty"`
+	Spent bool   `json:"spent"`
 }
 
 // ErrNotFound, wrapped in a Backend's error, makes the API answer 404 with

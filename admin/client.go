@@ -89,6 +89,13 @@ func (c *Client) Explain(ctx context.Context, id string) (decisions.Record, bool
 	return rec, err == nil, err
 }
 
+// Spam reports a message the content filter judged spam (R15).
+func (c *Client) Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error) {
+	var rep SpamReport
+	err := c.call(ctx, http.MethodPost, "/spam", map[string]string{"client": client.String(), "queue_id": queueID}, &rep)
+	return rep, err
+}
+
 // call sends one request, with body as JSON when not nil, and decodes the
 // answer into out.
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode"
@@ -50,6 +51,8 @@ func route(path string) (string, handler) {
 		return http.MethodPost, (*Server).account
 	case "/usage":
 		return http.MethodGet, (*Server).usage
+	case "/spam":
+		return http.MethodPost, (*Server).spam
 	}
 	if strings.HasPrefix(path, "/explain/") {
 		return http.MethodGet, (*Server).explain
@@ -211,6 +214,26 @@ func (s *Server) account(r *http.Request) (any, error) {
 	}
 	s.info("admin API: account", "account", account, "disabled", *req.Disabled)
 	return AccountState{Account: account, Disabled: *req.Disabled}, nil
+}
+
+func (s *Server) spam(r *http.Request) (any, error) {
+	var req struct {
+		Client  string `json:"client"`
+		QueueID string `json:"queue_id"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	client, err := netip.ParseAddrPort(req.Client)
+	if err != nil {
+		return nil, badRequest("invalid client: %q is not address:port", req.Client)
+	}
+	rep, err := s.Backend.Spam(r.Context(), client, req.QueueID)
+	if err != nil {
+		return nil, err
+	}
+	s.info("admin API: spam reported", "client", req.Client, "queue_id", req.QueueID, "login", rep.Login, "spent", rep.Spent)
+	return rep, nil
 }
 
 func (s *Server) usage(r *http.Request) (any, error) {

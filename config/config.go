@@ -82,11 +82,12 @@ type Rules struct {
 	GeoIP           GeoIP        `toml:"geoip"`            // R9
 	SBL             SBL          `toml:"sbl"`              // R18
 
-	AuthFailures         AuthFailures `toml:"auth_failures"`          // R4
-	Rate                 Rate         `toml:"rate"`                   // R10
-	RecipientsPerMessage Count        `toml:"recipients_per_message"` // R11
-	MessagesPerSession   Count        `toml:"messages_per_session"`   // R12
-	BigMessages          BigMessages  `toml:"big_messages"`           // R13
+	AuthFailures         AuthFailures  `toml:"auth_failures"`          // R4
+	Rate                 Rate          `toml:"rate"`                   // R10
+	RecipientsPerMessage Count         `toml:"recipients_per_message"` // R11
+	MessagesPerSession   Count         `toml:"messages_per_session"`   // R12
+	BigMessages          BigMessages   `toml:"big_messages"`           // R13
+	SpamAllowance        SpamAllowance `toml:"spam_allowance"`         // R15
 }
 
 // SenderDomain is R5 with R6's webmail exemption.

@@ -48,7 +48,8 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"rules.auth_failures.threshold", "rules.auth_failures.window", "rules.auth_failures.block_for",
 		"rules.auth_failures.counting", "rules.auth_failures.ipv6_prefix",
 		"rules.rate.unit", "rules.rate.windows", "rules.rate.buckets", "rules.rate.ipv6_prefix",
-		"rules.recipients_per_message.max", "rules.messages_per_session.max",
+		"rules.spam_allowance.allowance", "rules.spam_allowance.window", "rules.spam_allowance.block_for",
+		"rules.spam_allowance.ipv6_prefix", "rules.recipients_per_message.max", "rules.messages_per_session.max",
 		"rules.big_messages.groups", "rules.big_messages.buckets", "rules.big_messages.ipv6_prefix",
 		"dns.servers", "dns.timeout", "dns.cache_size", "dns.max_ttl", "dns.negative_ttl",
 		"rules.sender_domain.null_sender", "rules.sender_dns.tempfail_reply", "rules.recipient_dns.tempfail_reply",
@@ -61,7 +62,7 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 	}
 	for _, table := range []string{"rules.auth_required", "rules.login_format", "rules.account_disabled", "rules.sender_domain",
 		"rules.sender_dns", "rules.recipient_dns", "rules.geoip", "rules.sbl", "rules.auth_failures", "rules.rate",
-		"rules.recipients_per_message", "rules.messages_per_session", "rules.big_messages",
+		"rules.recipients_per_message", "rules.messages_per_session", "rules.big_messages", "rules.spam_allowance",
 		"contentfilter.rules.attachments", "contentfilter.rules.virus", "contentfilter.rules.spam"} {
 		for _, k := range []string{"mode", "exempt", "reply"} {
 			if _, ok := d.lines[table+"."+k]; !ok {

@@ -101,6 +101,8 @@ func defaultState(c *Config) {
 		},
 		Buckets: 60, IPv6Prefix: 64,
 	}
+	c.Rules.SpamAllowance = SpamAllowance{Rule: rule("550 5.7.1 {id} policy violation"), Allowance: 10,
+		Window: 24 * time.Hour, BlockFor: 24 * time.Hour, IPv6Prefix: 64}
 	c.Rules.RecipientsPerMessage = Count{Rule: rule("452 4.5.3 {id} too many recipients"), Max: 250}
 	c.Rules.MessagesPerSession = Count{Rule: rule("421 4.7.0 {id} too many messages per session, try again later"), Max: 250}
 	c.Rules.BigMessages = BigMessages{
@@ -158,6 +160,13 @@ func (c *Config) validateState(d *doc) {
 		window(d, path+".window", w.Window, rt.Buckets)
 		atLeast(d, path+".max", w.Max, 0)
 	}
+
+	sa := &r.SpamAllowance
+	placeholders(d, "rules.spam_allowance.reply", sa.Reply, "id", "ip", "login", "sender", "recipient")
+	atLeast(d, "rules.spam_allowance.allowance", sa.Allowance, 0)
+	window(d, "rules.spam_allowance.window", sa.Window, 24)
+	positive(d, "rules.spam_allowance.block_for", sa.BlockFor)
+	prefixBits(d, "rules.spam_allowance.ipv6_prefix", sa.IPv6Prefix)
 
 	placeholders(d, "rules.recipients_per_message.reply", r.RecipientsPerMessage.Reply, "id", "ip", "login", "sender", "recipient")
 	atLeast(d, "rules.recipients_per_message.max", r.RecipientsPerMessage.Max, 1)
@@ -242,6 +251,16 @@ func (c *Config) validateContentFilter(d *doc) {
 	atLeast(d, "contentfilter.spool_threshold", f.SpoolThreshold, 0)
 	positive(d, "contentfilter.timeout", f.Timeout)
 	c.validateFilterRules(d)
+}
+
+// SpamAllowance is R15: a daily allowance of spam messages per account and
+// per client address; past it, their mail is refused until the block ends.
+type SpamAllowance struct {
+	Rule
+	Allowance  int           `toml:"allowance"`
+	Window     time.Duration `toml:"window"`
+	BlockFor   time.Duration `toml:"block_for"`
+	IPv6Prefix int           `toml:"ipv6_prefix"`
 }
 
 // FilterRules are the content filter's checks.

@@ -3,9 +3,11 @@ package contentfilter
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 
+	"relayguard/admin"
 	"relayguard/attachments"
 	"relayguard/config"
 	"relayguard/scan/clamd"
@@ -22,8 +24,16 @@ type Checks struct {
 	Clamd       *clamd.Client
 	Rspamd      *rspamd.Client
 	Threshold   rspamd.Action
-	NewID       func() string
-	Log         *slog.Logger
+	// Reporter counts spam against its sender in policyd (R15): nil to
+	// only tag spam.
+	Reporter SpamReporter
+	NewID    func() string
+	Log      *slog.Logger
+}
+
+// SpamReporter is policyd's admin API, as the filter uses it.
+type SpamReporter interface {
+	Spam(ctx context.Context, client netip.AddrPort, queueID string) (admin.SpamReport, error)
 }
 
 // NewChecks builds the checks a configuration asks for.
@@ -50,6 +60,26 @@ func NewChecks(c *config.ContentFilter, newID func() string, log *slog.Logger) (
 		k.Rspamd = &rspamd.Client{URL: r.Spam.Rspamd, Timeout: r.Spam.Timeout}
 	}
 	return k, nil
+}
+
+// spent reports a spam message to policyd and says whether its sender's
+// allowance is spent. Without an answer the message passes, tagged.
+func (k *Checks) spent(ctx context.Context, m *Message, logAttrs []any) bool {
+	if k.Reporter == nil {
+		return false
+	}
+	client, err := netip.ParseAddrPort(net.JoinHostPort(m.ClientAddr, m.ClientPort))
+	if err != nil {
+		k.Log.Warn("spam not reported: the client's address and port are unknown", logAttrs...)
+		return false
+	}
+	rep, err := k.Reporter.Spam(ctx, client, m.Ident)
+	if err != nil {
+		k.Log.Warn("spam not reported to policyd, the message passes tagged", append(logAttrs, "error", err)...)
+		return false
+	}
+	k.Log.Info("spam reported", append(logAttrs, "login", rep.Login, "spent", rep.Spent)...)
+	return rep.Spent
 }
 
 // applies reports whether a rule runs for the message's client.
@@ -131,6 +161,11 @@ func (k *Checks) Check(ctx context.Context, m *Message) Verdict {
 			k.Log.Warn("rspamd gave no verdict, message passes (fail = accept)", append(logAttrs, "error", err)...)
 		case verdict.Spam(k.Threshold):
 			k.Log.Info("spam", append(logAttrs, "action", string(verdict.Action), "score", verdict.Score, "symbols", strings.Join(verdict.Symbols, ","))...)
+			if k.spent(ctx, m, logAttrs) {
+				if v, ok := refuse(&r.Spam.Rule, k.NewID(), "R15 spam past the daily allowance"); ok {
+					return v
+				}
+			}
 			if r.Spam.Header != "" && r.Spam.Mode == config.Enforce {
 				v.Headers = append(v.Headers, r.Spam.Header)
 			}

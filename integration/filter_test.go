@@ -152,3 +152,54 @@ func TestLargeMessage(t *testing.T) {
 		t.Errorf("the 20 MB body did not arrive intact (%d bytes)", len(m.Data))
 	}
 }
+
+// R15: within the allowance (2 a day in the test configuration) spam passes
+// tagged; past it the filter refuses it, and policyd refuses all mail of the
+// account and of the address until the block ends.
+func TestSpamAllowance(t *testing.T) {
+	gtube := func(from string) string {
+		return "From: <" + from + ">\r\nTo: <someone@dest.test>\r\nSubject: offer " + fmt.Sprint(time.Now().UnixNano()) +
+			"\r\n\r\n" + string(scantest.GTUBE()) + "\r\n"
+	}
+	send := func(local, login, msg string) (string, string) {
+		c := session(t, local, login)
+		if line, err := c.Mail(login); err != nil {
+			return "MAIL", line
+		}
+		if line, err := c.Rcpt("someone@dest.test"); err != nil {
+			return "RCPT", line
+		}
+		if line, err := c.Data([]byte(msg)); err != nil {
+			return "DATA", line
+		}
+		return "", ""
+	}
+	for i := range 2 {
+		if stage, line := send("127.0.0.111", "spam@example.cz", gtube("spam@example.cz")); stage != "" {
+			t.Fatalf("spam %d, within the allowance: %s %q", i+1, stage, line)
+		}
+	}
+	stage, line := send("127.0.0.111", "spam@example.cz", gtube("spam@example.cz"))
+	expectFilter(t, stage, line, "DATA", "550 5.7.1 {id} spam detected")
+	const violation = "550 5.7.1 {id} policy violation"
+	stage, line = send("127.0.0.112", "spam@example.cz", "Subject: clean\r\n\r\nHello.\r\n")
+	expect(t, stage, line, "MAIL", violation, "R15")
+	stage, line = send("127.0.0.111", "other@example.cz", "Subject: clean\r\n\r\nHello.\r\n")
+	expect(t, stage, line, "MAIL", violation, "R15")
+	blocks := relayguard(t, "blocks")
+	if !strings.Contains(blocks, "spam@example.cz") || !strings.Contains(blocks, "127.0.0.111") || !strings.Contains(blocks, "spam allowance") {
+		t.Errorf("relayguard blocks:\n%s", blocks)
+	}
+}
+
+// expectFilter asserts a refusal by the content filter, whose id is in its log.
+func expectFilter(t *testing.T, stage, line, wantStage, want string) {
+	t.Helper()
+	id, ok := matchReply(line, want)
+	if stage != wantStage || !ok {
+		t.Fatalf("got %s %q, want %s %q", stage, line, wantStage, want)
+	}
+	if !strings.Contains(readFile(env.filter.log), "id="+id) {
+		t.Errorf("the filter's log has no line with id %s", id)
+	}
+}

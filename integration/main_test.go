@@ -43,7 +43,7 @@ const password = "secret"
 var users = []string{
 	"jan@example.cz", "jan", "off@example.cz", "petr@example.com", "u@nomx.test", "u@nullmx.test",
 	"u@servfail.test", "x@granted.test", "rate@example.cz", "rate2@example.cz", "many@example.cz",
-	"session@example.cz", "big@example.cz",
+	"session@example.cz", "big@example.cz", "spam@example.cz", "other@example.cz",
 }
 
 var directory = `
@@ -214,6 +214,7 @@ func setup(dir string) (stop func(), err error) {
 		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
 		// Small limits, and addresses where they do not apply, so that
 		// each test counts on its own.
+		{"rules.spam_allowance", `allowance = 10`, `allowance = 2`},
 		{"rules.rate", `exempt = []`, `exempt = ["127.0.0.0/24", "127.0.1.0/24"]`},
 		{"rules.rate", `  { window = "1m", max = 250 },`, `  { window = "1m", max = 12 },`},
 		{"rules.rate", `  { window = "1h", max = 1000 },`, `  { window = "1h", max = 20 },`},

@@ -3,6 +3,7 @@ package policyd
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -262,5 +263,37 @@ func TestAuthFailureBlockAtConnect(t *testing.T) {
 	check("127.0.0.9", "DUNNO")
 	if !strings.Contains(e.log.String(), "rule=R4") {
 		t.Error("R4 refusal not logged")
+	}
+}
+
+func TestSpamAllowance(t *testing.T) {
+	e := newTestEngine(t, func(c *config.Config) { c.Rules.SpamAllowance.Allowance = 2 })
+	ctx := context.Background()
+	x := transaction{client: "127.0.0.7", port: "2500", login: "jan@example.cz", from: "jan@example.cz", rcpts: rcpts(1, "foreign.test")}
+	if _, a := x.run(e); a != "DUNNO" {
+		t.Fatal(a)
+	}
+	client := netip.MustParseAddrPort("127.0.0.7:2500")
+	for i, want := range []bool{false, false, true} {
+		r, err := e.Spam(ctx, client, "")
+		if err != nil || r.Spent != want || r.Login != "jan@example.cz" {
+			t.Fatalf("report %d: %+v %v, want spent=%v", i+1, r, err, want)
+		}
+	}
+	const violation = "550 5.7.1 ID policy violation"
+	if stage, a := x.run(e); stage != "MAIL" || a != violation {
+		t.Errorf("the account after its allowance: %s %q", stage, a)
+	}
+	other := transaction{client: "127.0.0.7", port: "2501", login: "petr@example.cz", from: "petr@example.cz", rcpts: rcpts(1, "foreign.test")}
+	if stage, a := other.run(e); stage != "MAIL" || a != violation {
+		t.Errorf("the address after its allowance: %s %q", stage, a)
+	}
+	e.clock.Advance(24*time.Hour + time.Minute)
+	if _, a := x.run(e); a != "DUNNO" {
+		t.Errorf("after the block: %q", a)
+	}
+	// An unknown client is counted by its address alone.
+	if r, err := e.Spam(ctx, netip.MustParseAddrPort("127.0.0.8:1"), "QID"); err != nil || r.Login != "" || r.Spent {
+		t.Errorf("unknown client: %+v %v", r, err)
 	}
 }

@@ -79,6 +79,17 @@ func NewEngine(cfg *config.Config, dir *config.Directory, deps Deps) (*Engine, e
 // Directory returns the domain directory in force.
 func (e *Engine) Directory() *config.Directory { return e.dir.Load() }
 
+// Spam counts a message the content filter judged spam against its sender
+// (R15), found by the queue id or the client's address and port.
+func (e *Engine) Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error) {
+	who, ok := e.tracker.whoSent(client, queueID)
+	if !ok {
+		who.ip = client.Addr()
+	}
+	spent, err := ReportSpam(ctx, e.deps.Store, &e.cfg.Rules.SpamAllowance, who.login, who.ip, e.deps.Now())
+	return SpamReport{Login: who.login, Spent: spent}, err
+}
+
 // SetDirectory replaces the domain directory (on SIGHUP); requests already
 // being decided finish with the old one.
 func (e *Engine) SetDirectory(d *config.Directory) { e.dir.Store(d) }
@@ -180,6 +191,13 @@ func (e *Engine) refuse(ctx context.Context, r *rule, f *facts, o outcome) strin
 // accepted records what an accepted request changes: a recipient joins its
 // transaction; a message is counted once, in its session.
 func (e *Engine) accepted(f *facts) {
+	if f.stage == "MAIL" || f.stage == "END-OF-MESSAGE" {
+		var ip netip.Addr
+		if f.ipErr == nil {
+			ip = f.ip
+		}
+		e.tracker.identify(f.session.client, f.queueID, f.login, ip, e.deps.Now())
+	}
 	switch f.stage {
 	case "RCPT":
 		if f.instance != "" && f.recipient != "" {

@@ -20,7 +20,8 @@ type facts struct {
 	recipient string
 	session   session // client and server address and port
 	instance  string  // one mail transaction
-	size      int     // message size at END-OF-MESSAGE
+	queueID   string
+	size      int // message size at END-OF-MESSAGE
 	// recipientCount is the recipients accepted, at DATA and END-OF-MESSAGE.
 	recipientCount int
 	dir            *config.Directory
@@ -39,6 +40,7 @@ func newFacts(req *Request, dir *config.Directory) *facts {
 	f.ip = f.ip.Unmap()
 	f.session = session{addrPort(f.ipRaw, req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
 	f.instance = req.Get("instance")
+	f.queueID = req.Get("queue_id")
 	f.size, _ = strconv.Atoi(req.Get("size"))
 	f.recipientCount, _ = strconv.Atoi(req.Get("recipient_count"))
 	return f

@@ -28,6 +28,7 @@ func rules(c *config.Config) []*rule {
 		{id: "R4", name: "auth_failures", stages: stages("CONNECT"), cfg: &r.AuthFailures.Rule, counts: true, check: authFailures(&r.AuthFailures)},
 		{id: "R1", name: "auth_required", stages: stages("MAIL"), cfg: &r.AuthRequired, check: authRequired},
 		{id: "R18", name: "sbl", stages: stages("CONNECT", "MAIL"), cfg: &r.SBL.Rule, check: sbl(&r.SBL, listed, pbl)},
+		{id: "R15", name: "spam_allowance", stages: stages("MAIL", "RCPT"), cfg: &r.SpamAllowance.Rule, counts: true, check: spamAllowance(&r.SpamAllowance)},
 		{id: "R12", name: "messages_per_session", stages: stages("MAIL", "RCPT"), cfg: &r.MessagesPerSession.Rule, check: messagesPerSession(&r.MessagesPerSession)},
 		{id: "R2", name: "login_format", stages: stages("MAIL"), cfg: &r.LoginFormat, check: loginFormat},
 		{id: "R3", name: "account_disabled", stages: stages("MAIL"), cfg: &r.AccountDisabled, check: accountDisabled},

@@ -18,6 +18,7 @@ import (
 // Support is what the support desk's API (admin) serves: the store and the
 // decisions, read and changed as the rules read them.
 type Support struct {
+	Engine    *Engine
 	Config    *config.Config
 	Store     limits.Store
 	Decisions decisions.Log
@@ -116,6 +117,12 @@ func shortDuration(d time.Duration) string {
 	s := d.String()
 	s = strings.TrimSuffix(s, "0s")
 	return strings.TrimSuffix(s, "0m")
+}
+
+// Spam counts a spam message against its sender (R15).
+func (s *Support) Spam(ctx context.Context, client netip.AddrPort, queueID string) (admin.SpamReport, error) {
+	r, err := s.Engine.Spam(ctx, client, queueID)
+	return admin.SpamReport{Login: r.Login, Spent: r.Spent}, err
 }
 
 // Explain returns the decision with a reply id.

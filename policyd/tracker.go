@@ -1,6 +1,7 @@
 package policyd
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -20,7 +21,17 @@ type tracker struct {
 	mu       sync.Mutex
 	sessions map[session]*sessionState
 	txs      map[string]*txState
+	clients  map[netip.AddrPort]*identity // by the client's address and port
+	queued   map[string]*identity         // by Postfix's queue id
 	ops      int
+}
+
+// identity is who sent a message, for the content filter, which knows only
+// the client's address and port (XFORWARD) and, after the queue, the queue id.
+type identity struct {
+	login string
+	ip    netip.Addr
+	seen  time.Time
 }
 
 type sessionState struct {
@@ -41,7 +52,8 @@ const (
 )
 
 func newTracker() *tracker {
-	return &tracker{sessions: map[session]*sessionState{}, txs: map[string]*txState{}}
+	return &tracker{sessions: map[session]*sessionState{}, txs: map[string]*txState{},
+		clients: map[netip.AddrPort]*identity{}, queued: map[string]*identity{}}
 }
 
 // sweep drops idle entries now and then, and more eagerly when full.
@@ -65,6 +77,48 @@ func (t *tracker) sweep(now time.Time) {
 			delete(t.txs, k)
 		}
 	}
+	for k, x := range t.clients {
+		if now.Sub(x.seen) > idle {
+			delete(t.clients, k)
+		}
+	}
+	// Queued mail waits for the filter at most as long as Postfix keeps it.
+	for k, x := range t.queued {
+		if now.Sub(x.seen) > queueLifetime {
+			delete(t.queued, k)
+		}
+	}
+}
+
+// queueLifetime is Postfix's maximal_queue_lifetime.
+const queueLifetime = 5 * 24 * time.Hour
+
+// identify records who sends from a client address and port, and with
+// which queue id once Postfix has one.
+func (t *tracker) identify(client netip.AddrPort, queueID, login string, ip netip.Addr, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweep(now)
+	id := &identity{login: login, ip: ip, seen: now}
+	if client.IsValid() {
+		t.clients[client] = id
+	}
+	if queueID != "" {
+		t.queued[queueID] = id
+	}
+}
+
+// whoSent returns the sender of a message the filter has, by queue id first.
+func (t *tracker) whoSent(client netip.AddrPort, queueID string) (identity, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if x := t.queued[queueID]; queueID != "" && x != nil {
+		return *x, true
+	}
+	if x := t.clients[client]; x != nil {
+		return *x, true
+	}
+	return identity{}, false
 }
 
 // tx returns the state of a transaction, new if need be; t.mu is held.

@@ -32,6 +32,8 @@ type Backend struct {
 	accounts  map[string]bool // account → disabled
 	usage     map[string][]admin.UsageLine
 	decisions map[string]decisions.Record
+	// spamReports counts Spam calls.
+	spamReports int
 }
 
 // New returns an empty Backend whose clock is now.
@@ -163,6 +165,18 @@ func (b *Backend) Explain(_ context.Context, id string) (decisions.Record, bool,
 	}
 	r, ok := b.decisions[id]
 	return r, ok, nil
+}
+
+// Spam reports every message as sent by "spammer@example.cz", its
+// allowance spent after the Spent-th report.
+func (b *Backend) Spam(_ context.Context, client netip.AddrPort, queueID string) (admin.SpamReport, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return admin.SpamReport{}, b.err
+	}
+	b.spamReports++
+	return admin.SpamReport{Login: "spammer@example.cz", Spent: b.spamReports > 2}, nil
 }
 
 // Serve serves s on a new unix socket in a temporary directory of t until

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"relayguard/admin"
 	"relayguard/config"
 	"relayguard/contentfilter"
 	"relayguard/dkim"
@@ -78,6 +79,11 @@ func runContentFilter(path string) error {
 	checks, err := contentfilter.NewChecks(&cfg.ContentFilter, policyd.NewID, log)
 	if err != nil {
 		return err
+	}
+	if cfg.Admin.Socket != "" {
+		checks.Reporter = admin.NewClient(cfg.Admin.Socket)
+	} else {
+		log.Warn("admin.socket is empty: spam cannot be reported to policyd (R15), it is only tagged")
 	}
 	r := &cfg.ContentFilter.Rules
 	log.Info("rule", "id", "R17", "name", "attachments", "mode", r.Attachments.Mode, "extensions", len(r.Attachments.Extensions))

@@ -1,0 +1,80 @@
+package policyd
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"relayguard/config"
+	"relayguard/limits"
+	"relayguard/subject"
+)
+
+// R15: the content filter reports each message it judges spam; an account
+// and a client address may send allowance of them per window, and past it
+// all their mail is refused until the block ends.
+
+func spamKeys(c *config.SpamAllowance, login string, ip netip.Addr) []string {
+	var keys []string
+	if login != "" {
+		keys = append(keys, subject.Key("r15", "account", subject.Account(login)))
+	}
+	if ip.IsValid() {
+		keys = append(keys, subject.Key("r15", "ip", subject.IP(ip, c.IPv6Prefix)))
+	}
+	return keys
+}
+
+// spamAllowance refuses, at MAIL and RCPT, an account or address whose
+// allowance is spent.
+func spamAllowance(c *config.SpamAllowance) func(context.Context, *Engine, *facts) outcome {
+	return func(ctx context.Context, e *Engine, f *facts) outcome {
+		var ip netip.Addr
+		if f.ipErr == nil {
+			ip = f.ip
+		}
+		for _, key := range spamKeys(c, f.login, ip) {
+			b, blocked, err := e.deps.Store.Blocked(ctx, key, e.deps.Now())
+			if err != nil {
+				return storeFailure(e, err)
+			}
+			if blocked {
+				return outcome{reply: &c.Reply, reason: fmt.Sprintf("%s blocked until %s: %s", key, b.Until.UTC().Format("2006-01-02 15:04:05Z"), b.Reason),
+					counters: map[string]int64{"spam": b.Count}}
+			}
+		}
+		return pass("")
+	}
+}
+
+// SpamReport is what policyd answers the filter about a spam message.
+type SpamReport struct {
+	Login string // the account that sent it, "" when unknown
+	Spent bool   // the allowance is spent: refuse the message
+}
+
+// ReportSpam counts a spam message against the account and the address,
+// and blocks both once the allowance is spent.
+func ReportSpam(ctx context.Context, s limits.Store, c *config.SpamAllowance, login string, ip netip.Addr, now time.Time) (bool, error) {
+	if c.Mode == config.Off || (ip.IsValid() && c.Exempt.Contains(ip)) {
+		return false, nil
+	}
+	l := limits.Limit{Window: limits.Window{Length: c.Window, Buckets: 24}, Max: int64(c.Allowance)}
+	var kl []limits.KeyLimit
+	keys := spamKeys(c, login, ip)
+	for _, k := range keys {
+		kl = append(kl, limits.KeyLimit{Key: k, Limit: l})
+	}
+	d, err := s.CheckAdd(ctx, now, 1, kl...)
+	if err != nil || d.Allowed {
+		return false, err
+	}
+	reason := fmt.Sprintf("spam allowance of %d per %s spent", c.Allowance, c.Window)
+	for _, k := range keys {
+		if err := s.Block(ctx, k, now.Add(c.BlockFor), reason, d.Count+1); err != nil {
+			return false, err
+		}
+	}
+	return c.Mode == config.Enforce, nil
+}
