@@ -37,8 +37,12 @@ e2e:
 	$(GO) test -race -count=1 -timeout=10m ./integration/...
 
 # Fuzz each parser of untrusted input for FUZZTIME; seeds live in testdata/.
+FUZZERS := policyd:FuzzDecode milter:FuzzServe contentfilter:FuzzSession attachments:FuzzInspect \
+	authpolicy:FuzzRequest dkim:FuzzSign
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./policyd/
+	@set -e; for f in $(FUZZERS); do \
+		echo "fuzz $$f"; $(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(FUZZTIME) ./$${f%%:*}/; \
+	done
 
 clean:
 	rm -rf bin

@@ -20,11 +20,11 @@
 // These are left to the virus scanner.
 //
 // A message that enmime cannot parse cleanly is still judged: enmime skips
-// a malformed part and goes on (SkipMalformedParts), and when it reports
-// the structure damaged (a severe error, a missing boundary, a multipart
-// without parts) or gives up, every header block of the message is also
-// scanned for names, wherever it is. Every problem goes to
-// Result.Problems for the log.
+// a malformed part and goes on (SkipMalformedParts); and when it reports
+// the structure damaged (a severe error, a multipart without parts), when a
+// multipart is left open, or when enmime gives up, every header block of
+// the message is also scanned for names, wherever it is. Every problem
+// goes to Result.Problems for the log.
 //
 // Speed and memory: enmime finds boundaries by reading every byte of every
 // part one at a time, whatever its options, and that is where its time
@@ -63,6 +63,8 @@ const (
 	maxNames    = 1000
 	maxFindings = 100
 	maxProblems = 100
+	// maxPartErrors bounds the errors enmime keeps per part.
+	maxPartErrors = 10
 )
 
 // parser is configured for the tree and the headers, not the content:
@@ -77,7 +79,7 @@ const (
 var parser = enmime.NewParser(
 	enmime.RawContent(true),
 	enmime.SkipMalformedParts(true),
-	enmime.MaxStoredPartErrors(10),
+	enmime.MaxStoredPartErrors(maxPartErrors),
 )
 
 // An Inspector checks messages against a list of banned extensions. It is
@@ -163,6 +165,11 @@ func (w *walker) message(r io.Reader, prefix string, depth int) error {
 	damaged := s.cut != ""
 	if s.cut != "" {
 		w.problem(prefix+"0", s.cut)
+	} else if u := s.unclosed(); u != "" {
+		// enmime's own warning about it depends on where the last
+		// newline falls; the skeleton knows.
+		w.problem(prefix+"0", u)
+		damaged = true
 	}
 	if err != nil && s.cut == "" {
 		w.problem(prefix+"0", "enmime: "+err.Error())
@@ -199,7 +206,7 @@ func (w *walker) part(p *enmime.Part, prefix, path, parentType string, depth int
 	}
 	for _, e := range p.Errors {
 		w.problem(label, e.Error())
-		damaged = damaged || e.Severe || e.Name == enmime.ErrorMissingBoundary
+		damaged = damaged || e.Severe
 	}
 	w.names(p, label, seen)
 	i := 0
@@ -222,10 +229,9 @@ func (w *walker) part(p *enmime.Part, prefix, path, parentType string, depth int
 		damaged = true
 	case p.ContentType == "message/rfc822", p.ContentType == "message/global",
 		p.ContentType == "" && parentType == "multipart/digest":
-		body := transferDecoded(p)
+		// Reading p.Content does not fail.
+		_ = w.message(transferDecoded(p), label+"/attached message/", depth+1)
 		p.Content = nil
-		// A bytes.Reader does not fail.
-		_ = w.message(bytes.NewReader(body), label+"/attached message/", depth+1)
 	case p.ContentType == "message/partial":
 		w.problem(label, "message/partial: the fragments of a split message are not joined, names in them are not seen")
 	}
@@ -265,32 +271,51 @@ func (w *walker) names(p *enmime.Part, label string, seen map[string]bool) {
 }
 
 // transferDecoded returns the body of an attached message without its
-// Content-Transfer-Encoding. RFC 2046 section 5.2.1 allows none for
-// message/rfc822, but mail clients do encode it, and decode it. Damaged
-// encodings are decoded as far as they go.
-func transferDecoded(p *enmime.Part) []byte {
+// Content-Transfer-Encoding, decoded as it is read. RFC 2046 section 5.2.1
+// allows none for message/rfc822, but mail clients do encode it, and
+// decode it. A damaged encoding is decoded as far as it goes.
+func transferDecoded(p *enmime.Part) io.Reader {
 	switch strings.ToLower(strings.TrimSpace(p.Header.Get("Content-Transfer-Encoding"))) {
 	case "base64":
-		clean := make([]byte, 0, len(p.Content))
-		for _, c := range p.Content {
-			if c == '=' {
-				break
-			}
-			if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' {
-				clean = append(clean, c)
-			}
-		}
-		if len(clean)%4 == 1 {
-			clean = clean[:len(clean)-1]
-		}
-		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
-		n, _ := base64.RawStdEncoding.Decode(out, clean)
-		return out[:n]
+		return endAtError{base64.NewDecoder(base64.RawStdEncoding, &base64Text{p.Content})}
 	case "quoted-printable":
-		out, _ := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(p.Content)))
-		return out
+		return endAtError{quotedprintable.NewReader(bytes.NewReader(p.Content))}
 	}
-	return p.Content
+	return bytes.NewReader(p.Content)
+}
+
+// base64Text reads the base64 alphabet out of a text, up to its first "=".
+type base64Text struct{ b []byte }
+
+func (t *base64Text) Read(p []byte) (int, error) {
+	n := 0
+	for len(t.b) > 0 && n < len(p) {
+		c := t.b[0]
+		if c == '=' {
+			t.b = nil
+			break
+		}
+		t.b = t.b[1:]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' {
+			p[n] = c
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// endAtError ends a decoded text where its decoding fails.
+type endAtError struct{ r io.Reader }
+
+func (e endAtError) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func (w *walker) name(n string) {

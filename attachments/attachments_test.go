@@ -159,7 +159,14 @@ func TestInspect(t *testing.T) {
 		Finding{"bad.js", "js", "2/attached message/2"})
 	check("attached message in base64", mixed(textPart, "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n"+base64Lines(crlf(inner))),
 		Finding{"bad.js", "js", "2/attached message/2"})
+	big := mixed(textPart, "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n"+base64Lines(crlf(inner)+strings.Repeat(textPart, maxRun/len(textPart))))
+	check("attached message in base64, longer than a header block", big, Finding{"bad.js", "js", "2/attached message/2"})
+	if res := inspect(t, big); len(res.Problems) > 0 {
+		t.Errorf("attached message in base64: problems %q", res.Problems)
+	}
 	check("attached message in quoted-printable", mixed(textPart, "Content-Type: message/rfc822\nContent-Transfer-Encoding: quoted-printable\n\n"+strings.ReplaceAll(inner, "bad.js", "b=61d.js")),
+		Finding{"bad.js", "js", "2/attached message/2"})
+	check("attached message, type with a CR in it", mixed(textPart, "Content-Type: messa\rge/rfc822\n\n"+inner),
 		Finding{"bad.js", "js", "2/attached message/2"})
 	check("attached message/global", mixed(textPart, "Content-Type: message/global\n\n"+inner),
 		Finding{"bad.js", "js", "2/attached message/2"})
@@ -227,6 +234,8 @@ func TestInspectMalformed(t *testing.T) {
 	check("bad root Content-Type", strings.Replace(good, "Content-Type: multipart/mixed;", "Content-Type: multipart/mixed/x/\"\";;", 1), false, "a.exe")
 	check("part header starting with a blank continuation, which enmime skips", strings.Replace(good, "--b1\r\nContent-Type: application", "--b1\r\n \r\nContent-Type: application", 1), true, "a.exe")
 	check("skipped part with Content-Disposition only", mixed(textPart, " \nContent-Disposition: attachment; filename=\"a.exe\"\n\nMZ\n"), true, "a.exe")
+	check("ends in a header block of a part enmime skips", strings.TrimSuffix(mixed(textPart), "--b1--\r\n")+"--b1\r\n \r\nContent-Disposition: attachment; filename=\"a.exe\"\r\n", true, "a.exe")
+	check("name in the epilogue, which no client shows", mixed(textPart)+"\r\n--zz\r\nContent-Disposition: attachment; filename=\"a.exe\"\r\n", false)
 	check("inner boundary not closed", mixed(textPart, "Content-Type: multipart/mixed; boundary=\"b2\"\n\n--b2\n"+textPart, attached("a.exe")), true, "a.exe")
 	check("garbage", "\x00\x01\x02--\r\n\r\n\xff", true, []string(nil)...)
 }
@@ -421,7 +430,9 @@ func sameParseOf(t testing.TB, skelInput, fullInput []byte, depth int) {
 			}
 			if a.FirstChild == nil && (b.ContentType == "message/rfc822" || b.ContentType == "message/global" ||
 				b.ContentType == "" && parentType == "multipart/digest") {
-				sameParseOf(t, transferDecoded(a), transferDecoded(b), depth+1)
+				skel, _ := io.ReadAll(transferDecoded(a))
+				full, _ := io.ReadAll(transferDecoded(b))
+				sameParseOf(t, skel, full, depth+1)
 			}
 			walk(a.FirstChild, b.FirstChild, b.ContentType)
 			a, b = a.NextSibling, b.NextSibling
@@ -446,15 +457,24 @@ func equalHeaders(a, b *enmime.Part) bool {
 }
 
 // equalErrors compares the errors of two parts in any order: enmime lists
-// the malformed parameters of a header in map order.
+// the malformed parameters of a header in map order. Its warning about a
+// boundary not closed is left out: enmime gives it when end of input comes
+// a few bytes after a newline, which depends on the lines the skeleton
+// drops (the inspector asks the skeleton instead, see skeleton.unclosed).
 func equalErrors(a, b *enmime.Part) bool {
 	texts := func(p *enmime.Part) []string {
 		var s []string
 		for _, e := range p.Errors {
-			s = append(s, e.Error())
+			if e.Name != enmime.ErrorMissingBoundary {
+				s = append(s, e.Error())
+			}
 		}
 		slices.Sort(s)
 		return s
+	}
+	if len(a.Errors) == maxPartErrors || len(b.Errors) == maxPartErrors {
+		// Which errors enmime kept depends on that map order too.
+		return len(a.Errors) == len(b.Errors)
 	}
 	return slices.Equal(texts(a), texts(b))
 }

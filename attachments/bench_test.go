@@ -87,4 +87,9 @@ func BenchmarkReadPartsRaw(b *testing.B) {
 func BenchmarkInspectLarge(b *testing.B) {
 	b.Run("pdf", func(b *testing.B) { benchmark(b, pdfMessage(20<<20), inspectOK) })
 	b.Run("forwarded", func(b *testing.B) { benchmark(b, forwardedMessage(20<<20), inspectOK) })
+	// The one body held: an attached message in base64.
+	b.Run("forwarded-base64", func(b *testing.B) {
+		msg := mixed(textPart, "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n"+base64Lines(string(pdfMessage(15<<20))))
+		benchmark(b, []byte(msg), inspectOK)
+	})
 }

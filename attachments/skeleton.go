@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jhillyerd/enmime/v2"
@@ -39,6 +41,18 @@ const (
 
 var dashes = []byte("--")
 
+// placeholder returns the line that stands for dropped lines, with the
+// line end of the first.
+func placeholder(line []byte) []byte {
+	switch {
+	case bytes.HasSuffix(line, []byte("\r\n")):
+		return []byte(".\r\n")
+	case bytes.HasSuffix(line, []byte("\n")):
+		return []byte(".\n")
+	}
+	return []byte(".")
+}
+
 // scanned is a banned name that the header-block scan found.
 type scanned struct {
 	block int
@@ -63,14 +77,15 @@ type open struct {
 // "--", which is the only kind of line where enmime can see a delimiter
 // (it looks for "--boundary" at the start of a line, one byte into it, and
 // anywhere in a preamble line); blank lines; and lines longer than its
-// buffer. It drops the other lines of bodies, preambles and epilogues:
-// enmime would only have stored them as content, which the inspector does
-// not read (that is why the parser runs with RawContent: no decoding of
+// buffer. It drops the other lines of bodies, preambles and epilogues,
+// leaving a line "." for each run of them: enmime would only have stored
+// them as content, which the inspector does not read (that is why the parser runs with RawContent: no decoding of
 // the bodies that are left). The body of an attached message starts with
 // a header block, so its content is the skeleton of the attached message,
 // which the inspector parses in turn; but if an attached message is
 // encoded in base64 or quoted-printable, its lines are not lines of the
-// message, and from there on the skeleton keeps everything.
+// message, and from there on the skeleton keeps everything, as it does
+// from the start of a multipart/digest on.
 //
 // It reads every header block itself as well, with enmime's header reader
 // and media type parser: to know which multiparts are open (a boundary is
@@ -85,6 +100,7 @@ type skeleton struct {
 	err    error  // the first read error of src
 	cut    string // why enmime got end of file early
 
+	dropped   bool // the last line was dropped
 	midLine   bool // inside a line longer than the buffer
 	keepLine  bool
 	lineBlank bool
@@ -97,7 +113,7 @@ type skeleton struct {
 	runLong bool          // run holds the start of a longer header block
 	runMsg  bool          // the header block mentions "message/"
 	runEnc  bool          // ... "base64" or "quoted-printable"
-	runCT   bool          // ... "Content-Type"
+	runCT   bool          // ... a Content-Type field
 	runOpen bool          // ... what can open a multipart (see mayOpen)
 	runName bool          // ... "Content-": it may name a file
 	keepAll bool
@@ -174,8 +190,17 @@ func (s *skeleton) step() {
 	default:
 		s.err = err
 	}
-	if len(chunk) > 0 && s.take(chunk, endsLine) && s.cut == "" {
-		s.out = chunk
+	if len(chunk) > 0 {
+		switch keep := s.take(chunk, endsLine); {
+		case s.cut != "":
+		case keep:
+			s.out, s.dropped = chunk, false
+		case !s.dropped:
+			// Lines dropped in a row leave one line of one byte: with
+			// "\n" line ends, enmime looks for a delimiter only if a byte
+			// follows the delimiter line.
+			s.out, s.dropped = placeholder(chunk), true
+		}
 	}
 	if s.eof || s.err != nil {
 		s.endRun()
@@ -192,10 +217,7 @@ func (s *skeleton) take(chunk []byte, endsLine bool) bool {
 		s.prevDash = false
 		// A line longer than the buffer is kept whole: dropping its start
 		// could bring a "--boundary" further on next to the line start.
-		// So is a last line without end of line: enmime reports an
-		// unclosed boundary when end of file comes just after a newline.
-		s.keepLine = s.header || s.keepAll || !endsLine || s.lineBlank || dash ||
-			s.eof && chunk[len(chunk)-1] != '\n'
+		s.keepLine = s.header || s.keepAll || !endsLine || s.lineBlank || dash
 		if s.header {
 			s.mentions(chunk, endsLine)
 		}
@@ -238,8 +260,9 @@ func (s *skeleton) endLine() {
 		// so does the body of a part of a digest without Content-Type
 		// (RFC 2046 section 5.1.5). If the attached message is encoded,
 		// its lines are not lines of the message: enmime gets them all.
-		s.keepAll = s.keepAll || s.runMsg && s.runEnc
-		s.header = s.runMsg || s.digest && !s.runCT
+		encoded := s.runMsg && s.runEnc
+		s.keepAll = s.keepAll || encoded
+		s.header = s.runMsg && !encoded || s.digest && !s.runCT
 		s.endRun()
 	case !s.header && s.lineDash:
 		s.header = true
@@ -255,10 +278,14 @@ func (s *skeleton) mentions(line []byte, endsLine bool) {
 	}
 	s.runMsg = s.runMsg || containsFold(line, "message/")
 	s.runEnc = s.runEnc || containsFold(line, "base64") || containsFold(line, "quoted-printable")
-	s.runCT = s.runCT || containsFold(line, "content-type")
+	s.runCT = s.runCT || len(line) >= 12 && containsFold(line[:12], "content-type")
 	s.runOpen = s.runOpen || mayOpen(line)
 	s.runName = s.runName || containsFold(line, "content-")
-	s.digest = s.digest || containsFold(line, "digest")
+	if containsFold(line, "multipart/digest") {
+		// The parts of a digest hold messages; which ones is for enmime
+		// to say: it gets them all.
+		s.digest, s.keepAll = true, true
+	}
 }
 
 // close notes a line that starts with "--": if it starts with
@@ -352,11 +379,31 @@ func (s *skeleton) opensIn(block []byte) {
 	}
 }
 
+// unclosed describes the multiparts still open at the end of the message,
+// or returns "" if there are none.
+func (s *skeleton) unclosed() string {
+	if len(s.open) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, o := range s.open {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if o.known {
+			b.WriteString("boundary " + strconv.Quote(o.boundary))
+		} else {
+			b.WriteString("a header block read otherwise by enmime")
+		}
+	}
+	return "multiparts not closed: " + b.String()
+}
+
 // mayOpen reports whether a header text could give enmime a boundary:
 // it names one, or holds an RFC 2047 encoded word, which enmime decodes in
 // parameter names too.
 func mayOpen(text []byte) bool {
-	return containsFold(text, "boundary") || bytes.Contains(text, []byte("=?"))
+	return containsFold(text, "boundary") || containsFold(text, "=?")
 }
 
 func (s *skeleton) push(o open) {
@@ -431,13 +478,16 @@ func (ignoreErrors) AddError(string, string, ...any)   {}
 func (ignoreErrors) AddWarning(string, string, ...any) {}
 
 // containsFold reports whether b contains lower, which is lower-case ASCII,
-// in any case.
+// in any case and ignoring CR bytes: enmime's media type parser deletes
+// them, so "messa\rge/rfc822" is message/rfc822 to it.
 func containsFold(b []byte, lower string) bool {
-	n := len(lower)
-	for i := 0; i+n <= len(b); i++ {
+	for i := range b {
 		j := 0
-		for j < n {
-			c := b[i+j]
+		for k := i; j < len(lower) && k < len(b); k++ {
+			c := b[k]
+			if c == '\r' {
+				continue
+			}
 			if 'A' <= c && c <= 'Z' {
 				c += 'a' - 'A'
 			}
@@ -446,7 +496,7 @@ func containsFold(b []byte, lower string) bool {
 			}
 			j++
 		}
-		if j == n {
+		if j == len(lower) {
 			return true
 		}
 	}
