@@ -238,7 +238,6 @@ func TestList(t *testing.T) {
 		add(0, 1, r10("r10|account|a@example.cz")...)
 		add(0, 1, r10("r10|ip|192.0.2.1")...)
 		add(0, 1, KeyLimit{"r13|group|seznam.cz", big3Min})
-		add(30*time.Minute, 1, r10("r10|account|a@example.cz")...)
 
 		check := func(at time.Duration, prefix string, want ...Usage) {
 			t.Helper()
@@ -250,15 +249,18 @@ func TestList(t *testing.T) {
 				t.Errorf("List(+%v, %q) = %v, want %v", at, prefix, got, want)
 			}
 		}
-		a, b := "r10|account|a@example.cz", "r10|account|b@example.cz"
-		check(30*time.Minute, "r10|account|",
-			Usage{a, perMinute.Window, 1}, Usage{a, perHour.Window, 2}, Usage{a, perDay.Window, 2},
-			Usage{b, perHour.Window, 2}, Usage{b, perDay.Window, 2})
+		// What is asked at +0 is asked before anything happens later: a
+		// store may forget a counter whose window a later request has passed.
 		check(0, "r13|", Usage{"r13|group|seznam.cz", big3Min.Window, 1})
 		check(0, "r10|ip|192.0.2.1",
 			Usage{"r10|ip|192.0.2.1", perMinute.Window, 1}, Usage{"r10|ip|192.0.2.1", perHour.Window, 1},
 			Usage{"r10|ip|192.0.2.1", perDay.Window, 1})
 		check(0, "nothing|")
+		add(30*time.Minute, 1, r10("r10|account|a@example.cz")...)
+		a, b := "r10|account|a@example.cz", "r10|account|b@example.cz"
+		check(30*time.Minute, "r10|account|",
+			Usage{a, perMinute.Window, 1}, Usage{a, perHour.Window, 2}, Usage{a, perDay.Window, 2},
+			Usage{b, perHour.Window, 2}, Usage{b, perDay.Window, 2})
 		check(25*time.Hour-1, "",
 			Usage{a, perDay.Window, 2}, Usage{b, perDay.Window, 2}, Usage{"r10|ip|192.0.2.1", perDay.Window, 1})
 		check(25*time.Hour, "")
