@@ -116,7 +116,7 @@ func rate(c *config.Rate) func(context.Context, *Engine, *facts) outcome {
 			}
 			return pass("")
 		}
-		if e.tracker.committed(f.instance) {
+		if e.tracker.committed(f.instance, e.deps.Now()) {
 			return pass("message already counted")
 		}
 		if c.Unit == "recipients" {
@@ -156,10 +156,10 @@ func bigMessages(c *config.BigMessages) func(context.Context, *Engine, *facts) o
 		}
 	}
 	return func(ctx context.Context, e *Engine, f *facts) outcome {
-		if e.tracker.committed(f.instance) {
+		if e.tracker.committed(f.instance, e.deps.Now()) {
 			return pass("message already counted")
 		}
-		domains := e.tracker.domains(f.instance)
+		domains := e.tracker.domains(f.instance, e.deps.Now())
 		if f.recipient != "" {
 			if d, err := domainOf(f.recipient); err == nil {
 				domains = append(domains, d)

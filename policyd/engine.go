@@ -82,7 +82,7 @@ func (e *Engine) Directory() *config.Directory { return e.dir.Load() }
 // Spam counts a message the content filter judged spam against its sender
 // (R15), found by the queue id or the client's address and port.
 func (e *Engine) Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error) {
-	who, ok := e.tracker.whoSent(client, queueID)
+	who, ok := e.tracker.whoSent(client, queueID, e.deps.Now())
 	if !ok {
 		who.ip = client.Addr()
 	}

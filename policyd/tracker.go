@@ -11,19 +11,21 @@ import (
 // attribute that is the same for all requests of one transaction, the
 // recipients accepted (R11, R10's pending count, R13's destination domains)
 // and whether the message was committed. At END-OF-MESSAGE "recipient" is
-// empty when there were several, so only this memory knows them.
+// empty when there were several, so only this memory knows them. It also
+// remembers who sent from each client address and port, and with which
+// queue id, for the content filter (R15).
 //
 // It is in memory only: a transaction lives for minutes, and after a
-// restart Postfix's sessions begin anew. Entries unseen for idleAfter are
-// dropped, and at most maxEntries are kept, so that sessions whose end is
-// never seen cannot grow it without bound.
+// restart Postfix's sessions begin anew. Each table is kept in two
+// generations (gen): an entry used lives on, one unused for a whole
+// generation is dropped when the next one begins. Eviction never scans, so
+// a request never waits for more than a map access, whatever the load.
 type tracker struct {
 	mu       sync.Mutex
-	sessions map[session]*sessionState
-	txs      map[string]*txState
-	clients  map[netip.AddrPort]*identity // by the client's address and port
-	queued   map[string]*identity         // by Postfix's queue id
-	ops      int
+	sessions *gen[session, *sessionState]
+	txs      *gen[string, *txState]
+	clients  *gen[netip.AddrPort, identity] // by the client's address and port
+	queued   *gen[string, identity]         // by Postfix's queue id
 }
 
 // identity is who sent a message, for the content filter, which knows only
@@ -31,105 +33,114 @@ type tracker struct {
 type identity struct {
 	login string
 	ip    netip.Addr
-	seen  time.Time
 }
 
 type sessionState struct {
 	messages int
-	seen     time.Time
 }
 
 type txState struct {
-	recipients map[string]struct{} // normalised addresses accepted at RCPT
-	domains    map[string]struct{} // their ASCII domains
+	recipients map[string]struct{} // normalised addresses accepted at RCPT; nil once committed
+	domains    []string            // their ASCII domains, each once
+	count      int                 // len(recipients), kept after commit
 	committed  bool                // END-OF-MESSAGE counted
-	seen       time.Time
 }
 
 const (
-	idleAfter  = time.Hour
+	// idleAfter is a generation's length: an idle session or transaction
+	// is forgotten after one to two of them.
+	idleAfter = time.Hour
+	// maxEntries bounds each table (both generations together).
 	maxEntries = 200000
+	// queueLifetime is Postfix's maximal_queue_lifetime: queued mail
+	// waits for an after-queue filter at most that long.
+	queueLifetime = 5 * 24 * time.Hour
 )
 
 func newTracker() *tracker {
-	return &tracker{sessions: map[session]*sessionState{}, txs: map[string]*txState{},
-		clients: map[netip.AddrPort]*identity{}, queued: map[string]*identity{}}
-}
-
-// sweep drops idle entries now and then, and more eagerly when full.
-func (t *tracker) sweep(now time.Time) {
-	t.ops++
-	full := len(t.sessions)+len(t.txs) > maxEntries
-	if t.ops%4096 != 0 && !full {
-		return
-	}
-	idle := idleAfter
-	if full {
-		idle = idleAfter / 12
-	}
-	for k, s := range t.sessions {
-		if now.Sub(s.seen) > idle {
-			delete(t.sessions, k)
-		}
-	}
-	for k, x := range t.txs {
-		if now.Sub(x.seen) > idle {
-			delete(t.txs, k)
-		}
-	}
-	for k, x := range t.clients {
-		if now.Sub(x.seen) > idle {
-			delete(t.clients, k)
-		}
-	}
-	// Queued mail waits for the filter at most as long as Postfix keeps it.
-	for k, x := range t.queued {
-		if now.Sub(x.seen) > queueLifetime {
-			delete(t.queued, k)
-		}
+	return &tracker{
+		sessions: newGen[session, *sessionState](maxEntries/2, idleAfter),
+		txs:      newGen[string, *txState](maxEntries/2, idleAfter),
+		clients:  newGen[netip.AddrPort, identity](maxEntries/2, idleAfter),
+		queued:   newGen[string, identity](maxEntries/2, queueLifetime/2),
 	}
 }
 
-// queueLifetime is Postfix's maximal_queue_lifetime.
-const queueLifetime = 5 * 24 * time.Hour
+// gen is a map in two generations: get and put work on the current one
+// (an entry found in the previous one moves to the current one); when the
+// current one is full or older than every, it becomes the previous one and
+// the old previous one is dropped whole.
+type gen[K comparable, V any] struct {
+	cur, prev map[K]V
+	max       int
+	every     time.Duration
+	began     time.Time
+}
+
+func newGen[K comparable, V any](max int, every time.Duration) *gen[K, V] {
+	return &gen[K, V]{cur: map[K]V{}, prev: map[K]V{}, max: max, every: every}
+}
+
+func (g *gen[K, V]) rotate(now time.Time) {
+	if g.began.IsZero() {
+		g.began = now
+	}
+	if len(g.cur) >= g.max || now.Sub(g.began) >= g.every {
+		g.prev, g.cur, g.began = g.cur, make(map[K]V, len(g.cur)), now
+	}
+}
+
+func (g *gen[K, V]) get(k K, now time.Time) (V, bool) {
+	g.rotate(now)
+	if v, ok := g.cur[k]; ok {
+		return v, true
+	}
+	v, ok := g.prev[k]
+	if ok {
+		delete(g.prev, k)
+		g.put(k, v, now)
+	}
+	return v, ok
+}
+
+func (g *gen[K, V]) put(k K, v V, now time.Time) {
+	g.rotate(now)
+	g.cur[k] = v
+}
 
 // identify records who sends from a client address and port, and with
 // which queue id once Postfix has one.
 func (t *tracker) identify(client netip.AddrPort, queueID, login string, ip netip.Addr, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.sweep(now)
-	id := &identity{login: login, ip: ip, seen: now}
+	id := identity{login: login, ip: ip}
 	if client.IsValid() {
-		t.clients[client] = id
+		t.clients.put(client, id, now)
 	}
 	if queueID != "" {
-		t.queued[queueID] = id
+		t.queued.put(queueID, id, now)
 	}
 }
 
 // whoSent returns the sender of a message the filter has, by queue id first.
-func (t *tracker) whoSent(client netip.AddrPort, queueID string) (identity, bool) {
+func (t *tracker) whoSent(client netip.AddrPort, queueID string, now time.Time) (identity, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if x := t.queued[queueID]; queueID != "" && x != nil {
-		return *x, true
+	if queueID != "" {
+		if x, ok := t.queued.get(queueID, now); ok {
+			return x, true
+		}
 	}
-	if x := t.clients[client]; x != nil {
-		return *x, true
-	}
-	return identity{}, false
+	return t.clients.get(client, now)
 }
 
 // tx returns the state of a transaction, new if need be; t.mu is held.
 func (t *tracker) tx(instance string, now time.Time) *txState {
-	t.sweep(now)
-	x := t.txs[instance]
-	if x == nil {
-		x = &txState{recipients: map[string]struct{}{}, domains: map[string]struct{}{}}
-		t.txs[instance] = x
+	x, ok := t.txs.get(instance, now)
+	if !ok {
+		x = &txState{recipients: map[string]struct{}{}}
+		t.txs.put(instance, x, now)
 	}
-	x.seen = now
 	return x
 }
 
@@ -137,8 +148,7 @@ func (t *tracker) tx(instance string, now time.Time) *txState {
 func (t *tracker) messages(k session, now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s := t.sessions[k]; s != nil {
-		s.seen = now
+	if s, ok := t.sessions.get(k, now); ok {
 		return s.messages
 	}
 	return 0
@@ -149,13 +159,12 @@ func (t *tracker) messages(k session, now time.Time) int {
 func (t *tracker) recipients(instance, rcpt string, now time.Time) (n int, has bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	x := t.txs[instance]
-	if x == nil {
+	x, ok := t.txs.get(instance, now)
+	if !ok {
 		return 0, false
 	}
-	x.seen = now
 	_, has = x.recipients[rcpt]
-	return len(x.recipients), has
+	return x.count, has
 }
 
 // addRecipient records a recipient accepted at RCPT; a repeated request for
@@ -164,32 +173,42 @@ func (t *tracker) addRecipient(instance, rcpt, domain string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	x := t.tx(instance, now)
+	if x.committed {
+		return
+	}
+	if _, has := x.recipients[rcpt]; has {
+		return
+	}
 	x.recipients[rcpt] = struct{}{}
-	x.domains[domain] = struct{}{}
+	x.count++
+	for _, d := range x.domains {
+		if d == domain {
+			return
+		}
+	}
+	x.domains = append(x.domains, domain)
 }
 
 // domains returns the recipient domains of a transaction.
-func (t *tracker) domains(instance string) []string {
+func (t *tracker) domains(instance string, now time.Time) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var ds []string
-	if x := t.txs[instance]; x != nil {
-		for d := range x.domains {
-			ds = append(ds, d)
-		}
+	if x, ok := t.txs.get(instance, now); ok {
+		return append([]string(nil), x.domains...)
 	}
-	return ds
+	return nil
 }
 
 // committed reports whether the transaction's message was already counted.
-func (t *tracker) committed(instance string) bool {
+func (t *tracker) committed(instance string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	x := t.txs[instance]
-	return x != nil && x.committed
+	x, ok := t.txs.get(instance, now)
+	return ok && x.committed
 }
 
-// commit marks the message counted and adds it to its session, once.
+// commit marks the message counted and adds it to its session, once. The
+// recipient set is no longer needed then and is freed.
 func (t *tracker) commit(instance string, k session, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -197,12 +216,11 @@ func (t *tracker) commit(instance string, k session, now time.Time) {
 	if x.committed {
 		return
 	}
-	x.committed = true
-	s := t.sessions[k]
-	if s == nil {
+	x.committed, x.recipients, x.domains = true, nil, nil
+	s, ok := t.sessions.get(k, now)
+	if !ok {
 		s = &sessionState{}
-		t.sessions[k] = s
+		t.sessions.put(k, s, now)
 	}
 	s.messages++
-	s.seen = now
 }
