@@ -8,7 +8,7 @@ VAR         := var
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /integration)
 FUZZTIME    ?= 30s
 
-.PHONY: build run geoip test lint unit e2e fuzz clean
+.PHONY: build run geoip test lint unit e2e fuzz bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/relayguard
@@ -43,6 +43,11 @@ fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzz $$f"; $(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(FUZZTIME) ./$${f%%:*}/; \
 	done
+
+# policyd under a Postfix-like load next to a bare policy-protocol server
+# (bench/policybench): requests/s, latency percentiles, CPU and peak RSS.
+bench: build
+	$(GO) run ./bench/policybench -relayguard $(BIN)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestBuckets(t *testing.T) {
+	prevTop := int64(-1)
+	for i := range 64 * 40 {
+		top := bucketTop(i)
+		if top <= prevTop {
+			t.Fatalf("bucket %d ends at %d, not after bucket %d (%d)", i, top, i-1, prevTop)
+		}
+		for _, v := range []int64{prevTop + 1, top} {
+			if b := bucketOf(v); b != i {
+				t.Fatalf("value %d is in bucket %d, want %d", v, b, i)
+			}
+		}
+		if width := top - prevTop; prevTop+1 >= 2*subBuckets && float64(width)/float64(prevTop+1) > 1.0/64 {
+			t.Fatalf("bucket %d is %d wide from %d: more than 1/64", i, width, prevTop+1)
+		}
+		prevTop = top
+	}
+}
+
+// TestQuantiles compares the histogram's percentiles with the exact ones of
+// sorted samples.
+func TestQuantiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var h, a, b histogram
+	var samples []time.Duration
+	for i := range 100_000 {
+		d := time.Duration(rng.ExpFloat64() * float64(200*time.Microsecond))
+		samples = append(samples, d)
+		h.record(d)
+		if i%2 == 0 {
+			a.record(d)
+		} else {
+			b.record(d)
+		}
+	}
+	a.merge(&b)
+	slices.Sort(samples)
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999, 1} {
+		exact := samples[int(q*float64(len(samples)))-1]
+		for _, x := range []*histogram{&h, &a} {
+			got := x.quantile(q)
+			if got < exact || float64(got-exact) > float64(exact)/64 {
+				t.Errorf("p%v = %v, exact %v: want at most 1/64 above", q*100, got, exact)
+			}
+		}
+	}
+	if h.max != samples[len(samples)-1] || h.n != 100_000 || a.n != h.n {
+		t.Errorf("max %v n %d (merged n %d), want %v 100000", h.max, h.n, a.n, samples[len(samples)-1])
+	}
+}

@@ -1,0 +1,312 @@
+// Command policybench measures relayguard policyd under the load of a busy
+// shared submission service, next to a bare policy-protocol server on the
+// same machine, and reports requests/s, latency percentiles, CPU and peak
+// RSS of both.
+//
+// The bare server is this program in -serve-bare mode: it parses each
+// request with policyd's decoder and answers DUNNO, so it is the floor that
+// the protocol and the loopback network alone cost. policyd runs as built
+// (the -relayguard binary) with the configuration of etc/relayguard.toml,
+// every rule enforcing, against an in-process DNS server (policyd's cache is
+// warm after the first look-ups), a GeoIP database that places every client
+// in an allowed country, and its Badger store in a temporary directory, with
+// GOMEMLIMIT=100MiB as etc/systemd/relayguard-policyd.service sets it. R10's
+// maxima are raised so that the load is never refused; its counters are kept
+// and checked as with the defaults.
+//
+// Both servers run as processes of their own and get the same load: -conns
+// persistent connections, one request at a time on each, as Postfix's smtpd
+// processes send them; the 29 attributes of Postfix 3.7 per request
+// (../shared/lab/LAB.md §3a); sessions of -accounts accounts in -domains
+// hosted domains from -ipv4 IPv4 and -ipv6 IPv6 client addresses. First each
+// account sends one message (so that the store holds every account), then the
+// mixed load runs for -warmup and is measured for -duration. Every answer must
+// be DUNNO: any other answer is reported and fails the run.
+//
+// Exposure: everything listens on 127.0.0.1 only, on ports the system chose;
+// the servers end with the run (and if this program dies). The load
+// generator runs in this process, on the same CPUs as the server under test.
+//
+//	go run ./bench/policybench -relayguard bin/relayguard
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// policydEnv is the environment of etc/systemd/relayguard-policyd.service.
+const policydEnv = "GOMEMLIMIT=100MiB"
+
+// Targets of the issue that asked for this benchmark.
+const (
+	targetRatio = 0.5
+	targetRSS   = 150e6 // bytes
+)
+
+type options struct {
+	relayguard string
+	etc        string
+	keep       bool
+	accounts   int
+	domains    int
+	ipv4, ipv6 int
+	rcptDoms   int
+	load       loadConfig
+}
+
+func main() {
+	var o options
+	bare := flag.String("serve-bare", "", "run the bare policy server on `ADDR` (used by the benchmark itself)")
+	flag.StringVar(&o.relayguard, "relayguard", "bin/relayguard", "the relayguard binary to run as policyd")
+	flag.StringVar(&o.etc, "etc", "etc", "the directory of relayguard.toml, whose lines the benchmark's configuration replaces")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configuration, logs, store) and print its path")
+	flag.IntVar(&o.load.conns, "conns", 32, "persistent connections (smtpd processes)")
+	flag.DurationVar(&o.load.warmup, "warmup", 3*time.Second, "mixed load before the measurement, after priming")
+	flag.DurationVar(&o.load.duration, "duration", 20*time.Second, "measured duration per server")
+	flag.DurationVar(&o.load.primeTimeout, "prime-timeout", 90*time.Second, "longest time for every account to send its first message")
+	flag.DurationVar(&o.load.requestTimeout, "request-timeout", 10*time.Second, "longest wait for one answer (smtpd's timeout in etc/postfix/main.cf)")
+	flag.Uint64Var(&o.load.seed, "seed", 1, "seed of the load's random choices")
+	flag.IntVar(&o.accounts, "accounts", 100_000, "distinct SASL accounts")
+	flag.IntVar(&o.domains, "domains", 3000, "hosted domains (every tenth with an alias domain)")
+	flag.IntVar(&o.ipv4, "ipv4", 5000, "IPv4 client addresses")
+	flag.IntVar(&o.ipv6, "ipv6", 1000, "IPv6 client networks (/64)")
+	flag.IntVar(&o.rcptDoms, "rcpt-domains", 2000, "recipient domains")
+	flag.Parse()
+	if *bare != "" {
+		fmt.Fprintln(os.Stderr, "bare server:", serveBare(*bare))
+		os.Exit(1)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "policybench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.load.conns < 1 || o.load.duration <= 0 || o.load.warmup < 0 {
+		return errors.New("-conns and -duration must be positive, -warmup not negative")
+	}
+	wl, err := newWorkload(o.accounts, o.domains, o.ipv4, o.ipv6, o.rcptDoms)
+	if err != nil {
+		return err
+	}
+	relayguard, err := filepath.Abs(o.relayguard)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(relayguard); err != nil {
+		return fmt.Errorf("the relayguard binary: %w (make bench builds it)", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "policybench")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Printf("temporary directory (kept): %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	l, err := setupLab(wl, o.etc, dir)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	printSetup(o, wl)
+
+	bareAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	bare, err := measure("bare", filepath.Join(dir, "bare.log"), nil, []string{self, "-serve-bare", bareAddr}, []string{bareAddr}, wl, o.load)
+	if err != nil {
+		return err
+	}
+	pd, err := measure("policyd", filepath.Join(dir, "policyd.log"), []string{policydEnv},
+		[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, o.load)
+	if err != nil {
+		return err
+	}
+	report(os.Stdout, bare, pd, o.load.requestTimeout)
+	fmt.Println()
+	fmt.Print(logSummary(filepath.Join(dir, "policyd.log")))
+	if bare.refused()+pd.refused() > 0 {
+		return errRefused
+	}
+	return nil
+}
+
+// measure starts a server, drives the load against it and stops it.
+func measure(name, logPath string, env, argv, addrs []string, wl *workload, cfg loadConfig) (*result, error) {
+	fmt.Printf("%s: starting\n", name)
+	c, err := startChild(name, logPath, env, argv...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitListening(addrs...); err != nil {
+		c.stop()
+		return nil, err
+	}
+	res, err := drive(name, addrs[0], c.cmd.Process.Pid, wl, cfg)
+	if err != nil {
+		c.stop()
+		return nil, fmt.Errorf("%w\n%s's log ends with:\n%s", err, name, c.logTail(20))
+	}
+	if err := c.stop(); err != nil {
+		return nil, err
+	}
+	fmt.Printf("%s: primed %d accounts in %.1fs (%.0f requests/s), then measured %.1fs\n",
+		name, res.primed, res.primeTime.Seconds(), float64(res.primeReqs)/res.primeTime.Seconds(), res.measured.Seconds())
+	fmt.Printf("%s: requests/s, second by second (P priming ended, M measurement began): %s\n", name, timeline(res))
+	return res, nil
+}
+
+// timeline shows the answers of each second (k: thousands), so that a
+// server that slows down as its state grows shows it.
+func timeline(r *result) string {
+	var b strings.Builder
+	for i, n := range r.perSecond {
+		if i == r.primedAt {
+			b.WriteString("P ")
+		}
+		if i == r.measuredAt {
+			b.WriteString("M ")
+		}
+		if n < 1000 {
+			fmt.Fprintf(&b, "%d ", n)
+		} else {
+			fmt.Fprintf(&b, "%.1fk ", float64(n)/1000)
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func printSetup(o options, wl *workload) {
+	fmt.Printf("load: %d persistent connections, one request at a time on each (as smtpd processes); Postfix 3.7's 29 attributes per request\n", o.load.conns)
+	fmt.Printf("      %d accounts in %d hosted domains (%d with an alias), %d IPv4 and %d IPv6 (/64) clients, %d recipient domains\n",
+		wl.accounts, wl.domains, (wl.domains+aliasEvery-1)/aliasEvery, wl.ipv4, wl.ipv6, len(wl.rcptDomains))
+	fmt.Printf("      each account sends one message first (priming), then the mixed load: %v warm-up, %v measured\n", o.load.warmup, o.load.duration)
+	fmt.Printf("cpus: %d; the load generator runs in this process on the same CPUs as the server\n", runtime.NumCPU())
+	fmt.Printf("policyd: %s, etc/relayguard.toml with every rule enforcing (R10 maxima raised), Badger store, in-process DNS, GeoIP; %s as in etc/systemd\n",
+		o.relayguard, policydEnv)
+	fmt.Println("bare: this program's -serve-bare: policyd.NewDecoder, answers DUNNO")
+	fmt.Println()
+}
+
+const mb = 1e6
+
+func report(out *os.File, bare, pd *result, requestTimeout time.Duration) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\treq/s\tp50\tp90\tp99\tmax\tpeak RSS\tRSS at end\tserver CPU\tCPU/req\tload gen CPU\tother CPU\tnot DUNNO or late\t")
+	busy := false
+	for _, r := range []*result{bare, pd} {
+		rate := float64(r.requests) / r.measured.Seconds()
+		other := r.otherCPU.Seconds() / r.measured.Seconds()
+		busy = busy || other > 0.1
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%.1f MB\t%.1f MB\t%.2f cores\t%.1f µs\t%.2f cores\t%.2f cores\t%d of %d\t\n",
+			r.name, rate, us(r.latency.quantile(0.5)), us(r.latency.quantile(0.9)), us(r.latency.quantile(0.99)), us(r.latency.max),
+			float64(r.mem.peak)/mb, float64(r.mem.rss)/mb,
+			r.serverCPU.Seconds()/r.measured.Seconds(), float64(r.serverCPU.Microseconds())/float64(r.requests),
+			r.loadCPU.Seconds()/r.measured.Seconds(), other, r.refused(), r.answered)
+	}
+	tw.Flush()
+	if busy {
+		fmt.Fprintln(out, "WARNING: other processes used more than 0.1 cores during a measurement (column \"other CPU\"): its figures are low; run again on a quiet machine")
+	}
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "policyd by stage (measured):")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "stage\tshare\tp50\tp90\tp99\tmax\t")
+	var total uint64
+	for st := range numStages {
+		total += pd.byStage[st].n
+	}
+	for st := range numStages {
+		h := &pd.byStage[st]
+		fmt.Fprintf(tw, "%s\t%.1f %%\t%s\t%s\t%s\t%s\t\n", st, 100*float64(h.n)/float64(total),
+			us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.max))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out)
+	ratio := (float64(pd.requests) / pd.measured.Seconds()) / (float64(bare.requests) / bare.measured.Seconds())
+	fmt.Fprintf(out, "policyd/bare: %.2f %% of the requests/s (target ≥ %.0f %%: %s); p50 ×%.1f, p99 ×%.1f\n",
+		100*ratio, 100*targetRatio, verdict(ratio >= targetRatio),
+		float64(pd.latency.quantile(0.5))/float64(bare.latency.quantile(0.5)),
+		float64(pd.latency.quantile(0.99))/float64(bare.latency.quantile(0.99)))
+	fmt.Fprintf(out, "policyd peak RSS: %.1f MB (%.1f MiB; %.1f MB when priming ended) with %s (target < %.0f MB: %s)\n",
+		float64(pd.mem.peak)/mb, float64(pd.mem.peak)/(1<<20), float64(pd.memAtPrimed.peak)/mb, policydEnv, targetRSS/mb, verdict(float64(pd.mem.peak) < targetRSS))
+	for _, r := range []*result{bare, pd} {
+		var answers, late []string
+		for st := range numStages {
+			if c := r.notDunno[st]; c > 0 {
+				answers = append(answers, fmt.Sprintf("%s %d", st, c))
+			}
+			if c := r.timeouts[st]; c > 0 {
+				late = append(late, fmt.Sprintf("%s %d", st, c))
+			}
+		}
+		if len(late) > 0 {
+			fmt.Fprintf(out, "%s did not answer within %v (smtpd then applies default_action, a 4xx): %s\n",
+				r.name, requestTimeout, strings.Join(late, ", "))
+		}
+		if len(answers) > 0 {
+			fmt.Fprintf(out, "%s answered something else than DUNNO: %s, e.g.:\n  %s\n",
+				r.name, strings.Join(answers, ", "), strings.Join(r.examples, "\n  "))
+		}
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func us(d time.Duration) string {
+	if d >= 10*time.Millisecond {
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
+// logSummary counts policyd's warnings and errors and shows a few.
+func logSummary(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("policyd's log: %v\n", err)
+	}
+	var warn, errs int
+	var shown []string
+	for line := range strings.Lines(string(data)) {
+		switch {
+		case strings.Contains(line, "level=WARN"):
+			warn++
+		case strings.Contains(line, "level=ERROR"):
+			errs++
+		default:
+			continue
+		}
+		if len(shown) < 5 {
+			shown = append(shown, "  "+strings.TrimSpace(line))
+		}
+	}
+	s := fmt.Sprintf("policyd's log: %d warnings, %d errors\n", warn, errs)
+	if len(shown) > 0 {
+		s += strings.Join(shown, "\n") + "\n"
+	}
+	return s
+}
