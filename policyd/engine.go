@@ -150,7 +150,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (action string) {
 		}
 		o := r.check(ctx, e, f)
 		if o.reply == nil {
-			if o.reason != "" {
+			if o.reason != "" && e.deps.Log.Enabled(ctx, slog.LevelDebug) {
 				e.deps.Log.Debug("pass", append(f.logAttrs(), "rule", r.id, "name", r.name, "reason", o.reason)...)
 			}
 			continue
