@@ -18,6 +18,7 @@
 //	POST /account  {"account", "disabled": true|false}    → AccountState
 //	GET  /usage?subject=ACCOUNT|IP                        → [UsageLine]
 //	GET  /explain/{id}                                    → decisions.Record; 404 if unknown or expired
+//	GET  /debug/pprof/...                                 → the runtime's profiles (net/http/pprof)
 //
 // An IP is an IPv4 or IPv6 address, or an IPv6 prefix as Blocks shows it
 // (ParseIP); an account is a full e-mail address, normalised as policyd
@@ -25,6 +26,14 @@
 // 22 letters and digits. A failure is {"error": "..."} with 400 for invalid
 // input, 404 for what does not exist, 405 for a wrong method and 500 when
 // the Backend fails.
+//
+// The profiles are for measuring the daemon where it runs, e.g. its heap:
+//
+//	curl --unix-socket /run/relayguard/admin.sock -o heap.pb.gz http://admin/debug/pprof/heap
+//	go tool pprof -sample_index=inuse_space heap.pb.gz
+//
+// A CPU profile (/debug/pprof/profile?seconds=N) must end within the
+// server's write timeout, 30 s.
 package admin
 
 import (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"time"
@@ -60,8 +61,24 @@ func route(path string) (string, handler) {
 	return "", nil
 }
 
+// profiles serves the runtime's profiles under /debug/pprof/ (go tool
+// pprof reads them through the socket; see the package comment).
+var profiles = func() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}()
+
 // ServeHTTP answers one request of the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+		profiles.ServeHTTP(w, r)
+		return
+	}
 	method, h := route(r.URL.Path)
 	var v any
 	var err error

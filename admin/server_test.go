@@ -194,3 +194,24 @@ level=ERROR msg="admin API: backend failed" method=POST path=/unblock error="sto
 		t.Errorf("log:\n%s\nwant:\n%s", log.String(), want)
 	}
 }
+
+// TestServerProfiles checks that the runtime's profiles are served, in the
+// format go tool pprof reads.
+func TestServerProfiles(t *testing.T) {
+	hc := httpClient(admintest.Serve(t, &admin.Server{Backend: backend()}))
+	for _, path := range []string{"/debug/pprof/heap", "/debug/pprof/goroutine"} {
+		resp, err := hc.Get("http://policyd" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A profile is gzip-compressed protocol buffers.
+		if resp.StatusCode != 200 || !bytes.HasPrefix(body, []byte{0x1f, 0x8b}) {
+			t.Errorf("GET %s: %d, %d bytes starting %q; want 200 and a gzip stream", path, resp.StatusCode, len(body), body[:min(len(body), 16)])
+		}
+	}
+}

@@ -37,7 +37,7 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		"policyd.request_timeout", "policyd.max_line", "policyd.max_request", "policyd.max_attributes", "policyd.fail_reply",
 		"milter.listen", "milter.socket", "milter.socket_mode",
 		"contentfilter.listen", "contentfilter.next_hop", "contentfilter.hostname", "contentfilter.max_size",
-		"contentfilter.spool_dir", "contentfilter.spool_threshold", "contentfilter.timeout", "contentfilter.tempfail_reply",
+		"contentfilter.mode", "contentfilter.spool_dir", "contentfilter.spool_threshold", "contentfilter.timeout", "contentfilter.tempfail_reply",
 		"contentfilter.rules.attachments.extensions", "contentfilter.rules.virus.clamd", "contentfilter.rules.virus.timeout",
 		"contentfilter.rules.virus.max_stream", "contentfilter.rules.virus.fail", "contentfilter.rules.spam.rspamd",
 		"contentfilter.rules.spam.threshold", "contentfilter.rules.spam.max_size", "contentfilter.rules.spam.timeout",

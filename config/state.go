@@ -214,9 +214,18 @@ func window(d *doc, path string, w time.Duration, buckets int) {
 	}
 }
 
+// The modes of the content filter.
+const (
+	BeforeQueue = "before-queue"
+	AfterQueue  = "after-queue"
+)
+
 // ContentFilter is `relayguard contentfilter`: the SMTP filter between
 // Postfix and its reinjection service.
 type ContentFilter struct {
+	// Mode is how Postfix hands messages to the filter: BeforeQueue
+	// (smtpd_proxy_filter) or AfterQueue (content_filter).
+	Mode           string        `toml:"mode"`
 	Listen         string        `toml:"listen"`
 	NextHop        string        `toml:"next_hop"`
 	Hostname       string        `toml:"hostname"`
@@ -231,7 +240,7 @@ type ContentFilter struct {
 
 func defaultContentFilter(c *Config) {
 	c.ContentFilter = ContentFilter{
-		Listen: "127.0.0.1:10025", NextHop: "127.0.0.1:10026", MaxSize: 52428800,
+		Mode: BeforeQueue, Listen: "127.0.0.1:10025", NextHop: "127.0.0.1:10026", MaxSize: 52428800,
 		SpoolDir: "/var/lib/relayguard/spool", SpoolThreshold: 1048576, Timeout: 5 * time.Minute,
 	}
 	defaultFilterRules(c)
@@ -239,6 +248,7 @@ func defaultContentFilter(c *Config) {
 
 func (c *Config) validateContentFilter(d *doc) {
 	f := &c.ContentFilter
+	oneOf(d, "contentfilter.mode", f.Mode, BeforeQueue, AfterQueue)
 	hostPort(d, "contentfilter.listen", f.Listen)
 	hostPort(d, "contentfilter.next_hop", f.NextHop)
 	if f.Listen == f.NextHop {

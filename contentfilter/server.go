@@ -60,7 +60,11 @@ type Server struct {
 	SpoolDir       string        // where messages larger than SpoolThreshold go
 	SpoolThreshold int64         // bytes kept in memory at most, per message
 	Timeout        time.Duration // per command, each side
-	Log            *slog.Logger
+	// AfterQueue says that Postfix hands the filter queued mail
+	// (content_filter) rather than a session's (smtpd_proxy_filter); a
+	// message whose XFORWARD says otherwise is logged as an error.
+	AfterQueue bool
+	Log        *slog.Logger
 	// Sign, when set, writes the message as it will be delivered (DKIM).
 	Sign func(w io.Writer, r io.Reader, m *Message) error
 
@@ -300,6 +304,23 @@ func (t *session) rcptCmd(line string) error {
 	return t.reply(rep.lines...)
 }
 
+// checkMode logs a message that Postfix hands over in the other mode than
+// configured: after the queue, XFORWARD IDENT is the queue id; before it,
+// there is none yet ([UNAVAILABLE]). policyd keeps who sent queued mail only
+// in after-queue mode, so a wrong mode loses the sender of spam (R15).
+func (t *session) checkMode(m *Message) {
+	queued := m.Ident != "" && m.Ident != "[UNAVAILABLE]"
+	if queued == t.srv.AfterQueue {
+		return
+	}
+	mode, sent := "before-queue", "a queue id"
+	if t.srv.AfterQueue {
+		mode, sent = "after-queue", "no queue id"
+	}
+	t.srv.Log.Error("contentfilter.mode is "+mode+" but Postfix's XFORWARD IDENT has "+sent+": set the mode that etc/postfix/main.cf uses",
+		"client", m.ClientAddr, "ident", m.Ident)
+}
+
 func (t *session) dataCmd() error {
 	if t.mail == "" {
 		return t.reply("503 5.5.1 Error: need MAIL command")
@@ -320,6 +341,7 @@ func (t *session) dataCmd() error {
 		Sender: t.sender, Recipients: t.rcpts, Spool: spool,
 	}
 	defer t.resetTransaction()
+	t.checkMode(m)
 	switch {
 	case errors.Is(err, errTooBig):
 		t.abortNextHop()

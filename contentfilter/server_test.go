@@ -361,3 +361,71 @@ func FuzzSession(f *testing.F) {
 		sess.serve()
 	})
 }
+
+// A filter configured for one mode logs an error for each message that
+// Postfix hands over in the other, and nothing when they agree.
+func TestModeMismatch(t *testing.T) {
+	tests := []struct {
+		name       string
+		afterQueue bool
+		xforward   string
+		want       string // in the log; "" for nothing logged
+	}{
+		{"before-queue as configured", false, "XFORWARD ADDR=127.0.0.9 PORT=35692 IDENT=[UNAVAILABLE]", ""},
+		{"after-queue as configured", true, "XFORWARD ADDR=127.0.0.9 PORT=35692 IDENT=50D2C9847F1", ""},
+		{"after-queue configured before", false, "XFORWARD ADDR=127.0.0.9 PORT=35692 IDENT=50D2C9847F1",
+			`level=ERROR msg="contentfilter.mode is before-queue but Postfix's XFORWARD IDENT has a queue id: set the mode that etc/postfix/main.cf uses" client=127.0.0.9 ident=50D2C9847F1`},
+		{"before-queue configured after", true, "XFORWARD ADDR=127.0.0.9 PORT=35692 IDENT=[UNAVAILABLE]",
+			`level=ERROR msg="contentfilter.mode is after-queue but Postfix's XFORWARD IDENT has no queue id: set the mode that etc/postfix/main.cf uses" client=127.0.0.9 ident=[UNAVAILABLE]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			hop := startHop(t)
+			filter := startFilter(t, hop.l.Addr().String(), nil, func(s *Server) {
+				s.AfterQueue = tt.afterQueue
+				s.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{
+					Level: slog.LevelWarn,
+					ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+						if a.Key == slog.TimeKey {
+							return slog.Attr{}
+						}
+						return a
+					}}))
+			})
+			p := dialFilter(t, filter)
+			p.cmd("EHLO mx.example.test")
+			for _, c := range []string{tt.xforward, "MAIL FROM:<jan@example.cz>", "RCPT TO:<a@example.net>"} {
+				if r := p.cmd(c); r != "250 2.0.0 Ok" {
+					t.Fatalf("%s: %s", c, r)
+				}
+			}
+			if r := p.data(testMessage); !strings.HasPrefix(r, "250 ") {
+				t.Fatalf("DATA: %s", r)
+			}
+			got := strings.TrimSpace(logs.String())
+			if got != tt.want {
+				t.Errorf("log:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// syncBuffer is a log's destination that the test reads while the server
+// writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -132,13 +132,27 @@ func (d *Decoder) Decode(req *Request) error {
 		if len(req.names) == d.limits.MaxAttributes {
 			return malformed("more than %d attributes", d.limits.MaxAttributes)
 		}
-		name := string(line[:eq])
+		i := len(req.names)
+		name := reuse(req.names[:cap(req.names)], i, line[:eq])
 		if req.Has(name) {
 			return malformed("attribute %q repeated", name)
 		}
+		value := reuse(req.values[:cap(req.values)], i, line[eq+1:])
 		req.names = append(req.names, name)
-		req.values = append(req.values, string(line[eq+1:]))
+		req.values = append(req.values, value)
 	}
+}
+
+// reuse returns b as a string: the one at old[i] if it is the same, else a
+// new one. Postfix sends the attributes in the same order every time, and
+// most of them (their names, and values such as the client's address, the
+// login or the sender) repeat from one request of a session to the next:
+// reading them into the previous request's strings saves most allocations.
+func reuse(old []string, i int, b []byte) string {
+	if i < len(old) && old[i] == string(b) {
+		return old[i]
+	}
+	return string(b)
 }
 
 // readLine returns one line without its "\n" (a "\r\n" ending is tolerated,

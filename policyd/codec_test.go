@@ -18,6 +18,46 @@ const postfixRCPT = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_
 	"ccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=\n" +
 	"encryption_cipher=\nencryption_keysize=0\npolicy_context=submission\n\n"
 
+// Requests decoded one after the other into one Request, in other orders
+// and with other values, each read as it was sent.
+func TestDecodeReuse(t *testing.T) {
+	seq := []string{
+		"a=1\nb=2\nc=3\n\n",
+		"a=1\nb=22\nc=3\n\n", // b changes
+		"c=3\na=1\n\n",         // other order, fewer
+		"a=1\nb=2\nc=3\nd=\n\n", // more again
+		"a=\nb=2\nc=3\nd=4\n\n",
+	}
+	d := NewDecoder(strings.NewReader(strings.Join(seq, "")), DefaultLimits)
+	var req Request
+	for _, want := range seq {
+		if err := d.Decode(&req); err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		req.WriteTo(&got)
+		if got.String() != want {
+			t.Errorf("decoded %q, want %q", got.String(), want)
+		}
+	}
+}
+
+// BenchmarkDecode reads a session's requests as Postfix sends them, on one
+// connection.
+func BenchmarkDecode(b *testing.B) {
+	reqs := strings.Repeat(postfixRCPT, 64)
+	var req Request
+	b.ReportAllocs()
+	for b.Loop() {
+		d := NewDecoder(strings.NewReader(reqs), DefaultLimits)
+		for range 64 {
+			if err := d.Decode(&req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
 func TestDecode(t *testing.T) {
 	small := Limits{MaxLine: 40, MaxRequest: 100, MaxAttributes: 3}
 	check := func(name, input string, limits Limits, wantErr string, want map[string]string) {

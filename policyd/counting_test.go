@@ -21,6 +21,8 @@ type transaction struct {
 	rcpts        []string
 	size         int
 	instance     string
+	conn         *Conn // nil: outside any connection (Engine.Decide)
+	repeat       bool  // each request twice, as with two restriction lists
 }
 
 var instances int
@@ -46,12 +48,27 @@ func (x transaction) run(e *testEngine) (stage, action string) {
 		return r
 	}
 	ctx := context.Background()
-	if a := e.Decide(ctx, req("MAIL", "", 0)); a != "DUNNO" {
+	decide := func(r *Request) string {
+		n := 1
+		if x.repeat {
+			n = 2
+		}
+		var a string
+		for range n {
+			if x.conn != nil {
+				a = x.conn.Decide(ctx, r)
+			} else {
+				a = e.Decide(ctx, r)
+			}
+		}
+		return a
+	}
+	if a := decide(req("MAIL", "", 0)); a != "DUNNO" {
 		return "MAIL", a
 	}
 	accepted := 0
 	for _, rcpt := range x.rcpts {
-		if a := e.Decide(ctx, req("RCPT", rcpt, 0)); a != "DUNNO" {
+		if a := decide(req("RCPT", rcpt, 0)); a != "DUNNO" {
 			return "RCPT", a
 		}
 		accepted++
@@ -61,7 +78,7 @@ func (x transaction) run(e *testEngine) (stage, action string) {
 		last = x.rcpts[0]
 	}
 	for _, stage := range []string{"DATA", "END-OF-MESSAGE"} {
-		if a := e.Decide(ctx, req(stage, last, accepted)); a != "DUNNO" {
+		if a := decide(req(stage, last, accepted)); a != "DUNNO" {
 			return stage, a
 		}
 	}

@@ -66,7 +66,7 @@ func NewEngine(cfg *config.Config, dir *config.Directory, deps Deps) (*Engine, e
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	e := &Engine{cfg: cfg, deps: deps, rules: rules(cfg), tracker: newTracker()}
+	e := &Engine{cfg: cfg, deps: deps, rules: rules(cfg), tracker: newTracker(cfg.ContentFilter.Mode == config.AfterQueue)}
 	for _, r := range e.rules {
 		if r.counts && r.cfg.Mode != config.Off && deps.Store == nil {
 			return nil, fmt.Errorf("policyd: rule %s %s counts, but no store is open", r.id, r.name)
@@ -82,7 +82,7 @@ func (e *Engine) Directory() *config.Directory { return e.dir.Load() }
 // Spam counts a message the content filter judged spam against its sender
 // (R15), found by the queue id or the client's address and port.
 func (e *Engine) Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error) {
-	who, ok := e.tracker.whoSent(client, queueID, e.deps.Now())
+	who, ok := e.tracker.whoSent(keyOf(client), queueID, e.deps.Now())
 	if !ok {
 		who.ip = client.Addr()
 	}
@@ -127,13 +127,60 @@ func NewID() string {
 	return string(b[:])
 }
 
-// Decide answers one request with its action ("DUNNO" or a reply line).
-func (e *Engine) Decide(ctx context.Context, req *Request) (action string) {
+// Conn is the engine's side of one policy connection. An smtpd process
+// serves one SMTP session at a time and sends the requests of a session in
+// order on its one connection to the service; so a request of another
+// session, or of another transaction, on a connection means that the
+// previous one has ended, and the tracker forgets it at once. A Conn is used
+// by one goroutine.
+type Conn struct {
+	e        *Engine
+	session  session
+	instance string // the transaction of the last request that had one
+	started  bool
+}
+
+// NewConn returns the state of a new policy connection.
+func (e *Engine) NewConn() *Conn { return &Conn{e: e} }
+
+// Decide answers one request of the connection.
+func (c *Conn) Decide(ctx context.Context, req *Request) string {
+	return c.e.decide(ctx, req, c)
+}
+
+// follow notes the session and transaction of a request, and forgets the
+// ones that it shows have ended.
+func (c *Conn) follow(f *facts) {
+	switch {
+	case !c.started:
+		c.started = true
+	case f.session != c.session:
+		c.e.tracker.ended(c.session, c.instance)
+		c.instance = ""
+	case f.instance != "" && c.instance != "" && f.instance != c.instance:
+		c.e.tracker.txEnded(c.instance)
+	}
+	c.session = f.session
+	if f.instance != "" {
+		c.instance = f.instance
+	}
+}
+
+// Decide answers one request with its action ("DUNNO" or a reply line),
+// outside any connection: nothing is forgotten before its time.
+func (e *Engine) Decide(ctx context.Context, req *Request) string {
+	return e.decide(ctx, req, nil)
+}
+
+func (e *Engine) decide(ctx context.Context, req *Request, c *Conn) (action string) {
 	if t := req.Get("request"); t != "smtpd_access_policy" {
 		e.deps.Log.Warn("unknown request type, answered DUNNO", "request", t)
 		return "DUNNO"
 	}
 	f := newFacts(req, e.dir.Load())
+	if c != nil {
+		c.follow(f)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			id := e.deps.NewID()

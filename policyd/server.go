@@ -93,6 +93,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}()
 	peer := c.RemoteAddr().String()
 	dec := NewDecoder(c, s.Limits)
+	conn := s.Engine.NewConn()
 	w := bufio.NewWriter(c)
 	var req Request
 	for {
@@ -116,7 +117,7 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.RequestTimeout)
-		action := s.Engine.Decide(ctx, &req)
+		action := conn.Decide(ctx, &req)
 		cancel()
 		if s.Voice != nil {
 			action = s.Voice.Policy(&req, action)

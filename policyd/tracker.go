@@ -12,20 +12,22 @@ import (
 // recipients accepted (R11, R10's pending count, R13's destination domains)
 // and whether the message was committed. At END-OF-MESSAGE "recipient" is
 // empty when there were several, so only this memory knows them. It also
-// remembers who sent from each client address and port, and with which
-// queue id, for the content filter (R15).
+// remembers who sends from each client address and port and, when the
+// content filter runs after the queue, who sent each queued message (R15).
 //
 // It is in memory only: a transaction lives for minutes, and after a
-// restart Postfix's sessions begin anew. Each table is kept in two
-// generations (gen): an entry used lives on, one unused for a whole
+// restart Postfix's sessions begin anew. A session and its transactions are
+// forgotten as soon as their policy connection shows that they ended (see
+// Conn). What no connection saw end (its smtpd process exited) is kept in
+// two generations (gen): an entry used lives on, one unused for a whole
 // generation is dropped when the next one begins. Eviction never scans, so
 // a request never waits for more than a map access, whatever the load.
 type tracker struct {
 	mu       sync.Mutex
-	sessions *gen[session, *sessionState]
+	sessions *gen[session, int] // messages accepted in the session
 	txs      *gen[string, *txState]
-	clients  *gen[netip.AddrPort, identity] // by the client's address and port
-	queued   *gen[string, identity]         // by Postfix's queue id
+	clients  *gen[addrKey, identity] // by the client's address and port
+	queued   *gen[string, identity]  // by Postfix's queue id; nil before the queue
 }
 
 // identity is who sent a message, for the content filter, which knows only
@@ -33,10 +35,6 @@ type tracker struct {
 type identity struct {
 	login string
 	ip    netip.Addr
-}
-
-type sessionState struct {
-	messages int
 }
 
 type txState struct {
@@ -57,13 +55,18 @@ const (
 	queueLifetime = 5 * 24 * time.Hour
 )
 
-func newTracker() *tracker {
-	return &tracker{
-		sessions: newGen[session, *sessionState](maxEntries/2, idleAfter),
+// newTracker returns an empty tracker; afterQueue keeps who sent each
+// queued message, for a content filter that runs after the queue.
+func newTracker(afterQueue bool) *tracker {
+	t := &tracker{
+		sessions: newGen[session, int](maxEntries/2, idleAfter),
 		txs:      newGen[string, *txState](maxEntries/2, idleAfter),
-		clients:  newGen[netip.AddrPort, identity](maxEntries/2, idleAfter),
-		queued:   newGen[string, identity](maxEntries/2, queueLifetime/2),
+		clients:  newGen[addrKey, identity](maxEntries/2, idleAfter),
 	}
+	if afterQueue {
+		t.queued = newGen[string, identity](maxEntries/2, queueLifetime/2)
+	}
+	return t
 }
 
 // gen is a map in two generations: get and put work on the current one
@@ -86,7 +89,7 @@ func (g *gen[K, V]) rotate(now time.Time) {
 		g.began = now
 	}
 	if len(g.cur) >= g.max || now.Sub(g.began) >= g.every {
-		g.prev, g.cur, g.began = g.cur, make(map[K]V, len(g.cur)), now
+		g.prev, g.cur, g.began = g.cur, make(map[K]V), now
 	}
 }
 
@@ -108,30 +111,57 @@ func (g *gen[K, V]) put(k K, v V, now time.Time) {
 	g.cur[k] = v
 }
 
+func (g *gen[K, V]) delete(k K) {
+	delete(g.cur, k)
+	delete(g.prev, k)
+}
+
+func (g *gen[K, V]) len() int { return len(g.cur) + len(g.prev) }
+
 // identify records who sends from a client address and port, and with
 // which queue id once Postfix has one.
-func (t *tracker) identify(client netip.AddrPort, queueID, login string, ip netip.Addr, now time.Time) {
+func (t *tracker) identify(client addrKey, queueID, login string, ip netip.Addr, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	id := identity{login: login, ip: ip}
-	if client.IsValid() {
+	if client.valid() {
 		t.clients.put(client, id, now)
 	}
-	if queueID != "" {
+	if queueID != "" && t.queued != nil {
 		t.queued.put(queueID, id, now)
 	}
 }
 
 // whoSent returns the sender of a message the filter has, by queue id first.
-func (t *tracker) whoSent(client netip.AddrPort, queueID string, now time.Time) (identity, bool) {
+func (t *tracker) whoSent(client addrKey, queueID string, now time.Time) (identity, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if queueID != "" {
+	if queueID != "" && t.queued != nil {
 		if x, ok := t.queued.get(queueID, now); ok {
 			return x, true
 		}
 	}
 	return t.clients.get(client, now)
+}
+
+// ended forgets a session that ended, with its last transaction (instance,
+// may be empty) and who sent from its client address and port. What was
+// queued stays known by its queue id.
+func (t *tracker) ended(s session, instance string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sessions.delete(s)
+	t.clients.delete(s.client)
+	if instance != "" {
+		t.txs.delete(instance)
+	}
+}
+
+// txEnded forgets a transaction that ended (committed or not).
+func (t *tracker) txEnded(instance string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.txs.delete(instance)
 }
 
 // tx returns the state of a transaction, new if need be; t.mu is held.
@@ -148,10 +178,8 @@ func (t *tracker) tx(instance string, now time.Time) *txState {
 func (t *tracker) messages(k session, now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s, ok := t.sessions.get(k, now); ok {
-		return s.messages
-	}
-	return 0
+	n, _ := t.sessions.get(k, now)
+	return n
 }
 
 // recipients returns how many recipients the transaction has, and whether
@@ -217,10 +245,6 @@ func (t *tracker) commit(instance string, k session, now time.Time) {
 		return
 	}
 	x.committed, x.recipients, x.domains = true, nil, nil
-	s, ok := t.sessions.get(k, now)
-	if !ok {
-		s = &sessionState{}
-		t.sessions.put(k, s, now)
-	}
-	s.messages++
+	n, _ := t.sessions.get(k, now)
+	t.sessions.put(k, n+1, now)
 }

@@ -3,6 +3,7 @@ package policyd
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -10,9 +11,9 @@ import (
 // A flood of transactions that never end keeps the tracker bounded, and an
 // entry in use survives the generations.
 func TestTrackerBounded(t *testing.T) {
-	tr := newTracker()
+	tr := newTracker(false)
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	k := session{netip.MustParseAddrPort("192.0.2.1:1000"), netip.MustParseAddrPort("127.0.0.1:587")}
+	k := session{keyOf(netip.MustParseAddrPort("192.0.2.1:1000")), keyOf(netip.MustParseAddrPort("127.0.0.1:587"))}
 	tr.addRecipient("kept", "a@example.net", "example.net", now)
 	for i := range 3 * maxEntries {
 		tr.addRecipient(fmt.Sprint(i), "a@example.net", "example.net", now)
@@ -42,8 +43,62 @@ func TestTrackerBounded(t *testing.T) {
 	}
 }
 
+// A policy connection shows when a transaction and a session end: the
+// tracker forgets them then, and keeps what is still going on.
+func TestConnForgets(t *testing.T) {
+	e := newTestEngine(t, nil)
+	tr := e.tracker
+	c := e.NewConn()
+	s1 := session{keyOf(netip.MustParseAddrPort("127.0.0.1:1000")), keyOf(netip.MustParseAddrPort("127.0.0.1:587"))}
+	jan := transaction{client: "127.0.0.1", port: "1000", login: "jan@example.cz", from: "jan@example.cz",
+		rcpts: rcpts(2, "foreign.test"), instance: "1.a", conn: c, repeat: true}
+	count := func() [3]int { return [3]int{tr.sessions.len(), tr.txs.len(), tr.clients.len()} }
+	check := func(what string, want [3]int, messages int) {
+		t.Helper()
+		if got := count(); got != want {
+			t.Errorf("%s: %d sessions, %d transactions, %d clients kept; want %d, %d, %d", what, got[0], got[1], got[2], want[0], want[1], want[2])
+		}
+		if n := tr.messages(s1, e.clock.Now()); n != messages {
+			t.Errorf("%s: the session has %d messages, want %d", what, n, messages)
+		}
+	}
+	if stage, a := jan.run(e); a != "DUNNO" {
+		t.Fatalf("%s: %s", stage, a)
+	}
+	check("first message", [3]int{1, 1, 1}, 1)
+	// The next transaction of the session: the first one is forgotten at
+	// its first RCPT, the session counts both messages.
+	jan.instance = "1.b"
+	if stage, a := jan.run(e); a != "DUNNO" {
+		t.Fatalf("%s: %s", stage, a)
+	}
+	check("second message", [3]int{1, 1, 1}, 2)
+	if tr.committed("1.a", e.clock.Now()) || !tr.committed("1.b", e.clock.Now()) {
+		t.Error("the ended transaction is kept, or the current one lost")
+	}
+	// The smtpd process serves another session: the first one has ended.
+	eva := transaction{client: "127.0.0.7", port: "2000", login: "eva@example.cz", from: "eva@example.cz",
+		rcpts: rcpts(1, "foreign.test"), instance: "2.a", conn: c}
+	if stage, a := eva.run(e); a != "DUNNO" {
+		t.Fatalf("%s: %s", stage, a)
+	}
+	check("another session", [3]int{1, 1, 1}, 0)
+	if _, ok := tr.whoSent(keyOf(netip.MustParseAddrPort("127.0.0.7:2000")), "", e.clock.Now()); !ok {
+		t.Error("the sender of the current session is lost")
+	}
+	// Without a connection nothing is forgotten before its time.
+	for i, inst := range []string{"3.a", "3.b"} {
+		petr := transaction{client: "127.0.0.3", port: strconv.Itoa(3000 + i), login: "petr@example.cz", from: "petr@example.cz",
+			rcpts: rcpts(1, "foreign.test"), instance: inst}
+		if stage, a := petr.run(e); a != "DUNNO" {
+			t.Fatalf("%s: %s", stage, a)
+		}
+	}
+	check("without a connection", [3]int{3, 3, 3}, 0)
+}
+
 func BenchmarkTrackerRecipients(b *testing.B) {
-	tr := newTracker()
+	tr := newTracker(false)
 	now := time.Now()
 	for i := 0; b.Loop(); i++ {
 		inst := fmt.Sprint(i)

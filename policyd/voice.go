@@ -2,8 +2,6 @@ package policyd
 
 import (
 	"log/slog"
-	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -41,9 +39,6 @@ type Voice struct {
 	adds     int
 }
 
-// session identifies one SMTP session: client and server address and port.
-type session struct{ client, server netip.AddrPort }
-
 type voiced struct {
 	milter bool   // a milter connection follows the session
 	stage  string // stage of the pending reply; "" when none
@@ -53,18 +48,6 @@ type voiced struct {
 
 // staleAfter drops what a session left behind when its end was never seen.
 const staleAfter = 30 * time.Minute
-
-func addrPort(addr, port string) netip.AddrPort {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(p))
-}
 
 func (v *Voice) entry(k session) *voiced {
 	if v.sessions == nil {
@@ -89,7 +72,7 @@ func (v *Voice) entry(k session) *voiced {
 // connection: DUNNO when a milter will speak the reply.
 func (v *Voice) Policy(req *Request, action string) string {
 	k := session{addrPort(req.Get("client_address"), req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
-	if !k.client.IsValid() || !k.server.IsValid() {
+	if !k.client.valid() || !k.server.valid() {
 		return action
 	}
 	stage := req.Get("protocol_state")
@@ -130,8 +113,8 @@ func (v *Voice) Policy(req *Request, action string) string {
 // Milter is the milter handler: it registers the session and speaks the
 // reply decided for the stage.
 func (v *Voice) Milter(s *milter.Session, stage string) string {
-	k := session{s.Client, s.Server}
-	if !k.client.IsValid() || !k.server.IsValid() {
+	k := session{keyOf(s.Client), keyOf(s.Server)}
+	if !k.client.valid() || !k.server.valid() {
 		return ""
 	}
 	v.mu.Lock()

@@ -27,6 +27,9 @@ type loadConfig struct {
 	primeTimeout   time.Duration // priming must end within this
 	requestTimeout time.Duration // smtpd's timeout for one answer (etc/postfix/main.cf: 10s)
 	seed           uint64
+	// measuring, when set, is called as the measurement begins, with its
+	// duration; the measurement ends once the returned channel yields.
+	measuring func(time.Duration) <-chan error
 }
 
 const (
@@ -286,7 +289,16 @@ func drive(name, addr string, pid int, wl *workload, cfg loadConfig) (*result, e
 	t0 := time.Now()
 	res.measuredAt = int(t0.Sub(start) / time.Second)
 	phase.Store(phaseMeasure)
+	var measuring <-chan error
+	if cfg.measuring != nil {
+		measuring = cfg.measuring(cfg.duration)
+	}
 	ok := wait(cfg.duration)
+	if measuring != nil {
+		if err := <-measuring; err != nil {
+			return stop(err)
+		}
+	}
 	phase.Store(phaseStop)
 	res.measured = time.Since(t0)
 	res.loadCPU = selfCPU() - self0

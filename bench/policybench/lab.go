@@ -20,6 +20,7 @@ type lab struct {
 	config       string
 	policy       string // policyd's policy service address
 	milter, auth string // its other listeners
+	admin        string // its admin socket
 }
 
 // rateWindows are R10's windows of etc/relayguard.toml, with maxima that
@@ -67,13 +68,14 @@ func setupLab(w *workload, etc, dir string) (*lab, error) {
 		}
 	}
 	l.policy, l.milter, l.auth = addrs[0], addrs[1], addrs[2]
+	l.admin = filepath.Join(dir, "admin.sock")
 	edits := []edit{
 		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", l.policy)},
 		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", directory)},
 		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", l.milter)},
 		{"dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", l.dns.Addr())},
 		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", l.auth)},
-		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", filepath.Join(dir, "admin.sock"))},
+		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", l.admin)},
 		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
 		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
 	}

@@ -55,6 +55,7 @@ type options struct {
 	relayguard string
 	etc        string
 	keep       bool
+	profile    string
 	accounts   int
 	domains    int
 	ipv4, ipv6 int
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&o.relayguard, "relayguard", "bin/relayguard", "the relayguard binary to run as policyd")
 	flag.StringVar(&o.etc, "etc", "etc", "the directory of relayguard.toml, whose lines the benchmark's configuration replaces")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configuration, logs, store) and print its path")
+	flag.StringVar(&o.profile, "profile", "", "write policyd's CPU profile of the measurement (its first 25 s) and its heap at the end to `DIR`, read through its admin socket")
 	flag.IntVar(&o.load.conns, "conns", 32, "persistent connections (smtpd processes)")
 	flag.DurationVar(&o.load.warmup, "warmup", 3*time.Second, "mixed load before the measurement, after priming")
 	flag.DurationVar(&o.load.duration, "duration", 20*time.Second, "measured duration per server")
@@ -133,8 +135,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	pdLoad := o.load
+	if o.profile != "" {
+		pdLoad.measuring = func(d time.Duration) <-chan error { return profile(l.admin, o.profile, d) }
+	}
 	pd, err := measure("policyd", filepath.Join(dir, "policyd.log"), []string{policydEnv},
-		[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, o.load)
+		[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, pdLoad)
 	if err != nil {
 		return err
 	}

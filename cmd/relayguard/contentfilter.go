@@ -95,13 +95,14 @@ func runContentFilter(path string) error {
 	}
 	srv := &contentfilter.Server{
 		Hostname: hostname, NextHop: f.NextHop, MaxSize: int64(f.MaxSize), Checker: checks, Sign: sign,
-		SpoolDir: f.SpoolDir, SpoolThreshold: int64(f.SpoolThreshold), Timeout: f.Timeout, Log: log,
+		SpoolDir: f.SpoolDir, SpoolThreshold: int64(f.SpoolThreshold), Timeout: f.Timeout,
+		AfterQueue: f.Mode == config.AfterQueue, Log: log,
 	}
 	ln, err := net.Listen("tcp", f.Listen)
 	if err != nil {
 		return fmt.Errorf("contentfilter.listen: %w", err)
 	}
-	log.Info("content filter listening", "address", ln.Addr().String(), "next_hop", f.NextHop,
+	log.Info("content filter listening", "address", ln.Addr().String(), "mode", f.Mode, "next_hop", f.NextHop,
 		"max_size", f.MaxSize, "spool_dir", f.SpoolDir, "spool_threshold", f.SpoolThreshold)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
