@@ -23,6 +23,14 @@ func Domain(d string) (string, error) {
 	if d == "" {
 		return "", errors.New("empty domain")
 	}
+	if plainASCII(d) {
+		return d, nil
+	}
+	return idnaDomain(d)
+}
+
+// idnaDomain is Domain through the IDNA mapping.
+func idnaDomain(d string) (string, error) {
 	a, err := profile.ToASCII(d)
 	if err != nil {
 		return "", fmt.Errorf("domain %q: %v", d, err)
@@ -31,6 +39,34 @@ func Domain(d string) (string, error) {
 		return "", fmt.Errorf("domain %q has no dot", d)
 	}
 	return strings.ToLower(a), nil
+}
+
+// plainASCII reports whether d is already what Domain returns for it:
+// lower-case letters, digits and hyphens in non-empty labels, at least two,
+// none beginning or ending with a hyphen or holding one in its third and
+// fourth places (as "xn--" does, which the IDNA check must see). Most
+// domains are, and the IDNA mapping of such a domain changes nothing; they
+// skip it (FuzzDomain checks that both ways agree).
+func plainASCII(d string) bool {
+	dots, start := 0, 0
+	for i := 0; i <= len(d); i++ {
+		if i < len(d) && d[i] != '.' {
+			c := d[i]
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+				return false
+			}
+			continue
+		}
+		label := d[start:i]
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' || (len(label) >= 4 && label[2:4] == "--") {
+			return false
+		}
+		if i < len(d) {
+			dots++
+		}
+		start = i + 1
+	}
+	return dots > 0
 }
 
 // Split returns the local part and the ASCII domain of a full address
@@ -55,5 +91,8 @@ func Normalize(addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strings.ToLower(local) + "@" + domain, nil
+	if lower := strings.ToLower(local); lower != local || len(local)+1+len(domain) != len(addr) || addr[len(local)+1:] != domain {
+		return lower + "@" + domain, nil
+	}
+	return addr, nil
 }

@@ -23,8 +23,8 @@ const postfixRCPT = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_
 func TestDecodeReuse(t *testing.T) {
 	seq := []string{
 		"a=1\nb=2\nc=3\n\n",
-		"a=1\nb=22\nc=3\n\n", // b changes
-		"c=3\na=1\n\n",         // other order, fewer
+		"a=1\nb=22\nc=3\n\n",    // b changes
+		"c=3\na=1\n\n",          // other order, fewer
 		"a=1\nb=2\nc=3\nd=\n\n", // more again
 		"a=\nb=2\nc=3\nd=4\n\n",
 	}

@@ -67,6 +67,9 @@ func recipientsPerMessage(c *config.Count) func(context.Context, *Engine, *facts
 
 // rateLimits are R10's (key, limit) pairs for the request's subjects.
 func rateLimits(c *config.Rate, f *facts) []limits.KeyLimit {
+	if f.memo != nil && f.memo.rate != nil {
+		return f.memo.rate
+	}
 	var subjects []string
 	if f.login != "" {
 		subjects = append(subjects, subject.Key("r10", "account", subject.Account(f.login)))
@@ -79,6 +82,9 @@ func rateLimits(c *config.Rate, f *facts) []limits.KeyLimit {
 		for _, w := range c.Windows {
 			kl = append(kl, limits.KeyLimit{Key: k, Limit: limits.Limit{Window: limits.Window{Length: w.Window, Buckets: c.Buckets}, Max: int64(w.Max)}})
 		}
+	}
+	if f.memo != nil {
+		f.memo.rate = kl
 	}
 	return kl
 }

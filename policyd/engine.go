@@ -138,6 +138,8 @@ type Conn struct {
 	session  session
 	instance string // the transaction of the last request that had one
 	started  bool
+	facts    facts // of the request being decided
+	memo     memo
 }
 
 // NewConn returns the state of a new policy connection.
@@ -177,9 +179,14 @@ func (e *Engine) decide(ctx context.Context, req *Request, c *Conn) (action stri
 		e.deps.Log.Warn("unknown request type, answered DUNNO", "request", t)
 		return "DUNNO"
 	}
-	f := newFacts(req, e.dir.Load())
+	var f *facts
 	if c != nil {
+		f = &c.facts
+		f.read(req, e.dir.Load(), &c.memo)
 		c.follow(f)
+	} else {
+		f = new(facts)
+		f.read(req, e.dir.Load(), nil)
 	}
 	defer func() {
 		if p := recover(); p != nil {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"relayguard/config"
+	"relayguard/limits"
 	"relayguard/mailaddr"
 	"relayguard/subject"
 )
@@ -25,16 +26,21 @@ type facts struct {
 	// recipientCount is the recipients accepted, at DATA and END-OF-MESSAGE.
 	recipientCount int
 	dir            *config.Directory
+	memo           *memo  // the connection's; nil outside one
+	rcptKey        string // recipientKey, once computed
+	rcptKeyOK      bool
 }
 
-func newFacts(req *Request, dir *config.Directory) *facts {
-	f := &facts{
+// read fills f from a request.
+func (f *facts) read(req *Request, dir *config.Directory, m *memo) {
+	*f = facts{
 		stage:     req.Get("protocol_state"),
 		ipRaw:     req.Get("client_address"),
 		login:     req.Get("sasl_username"),
 		sender:    req.Get("sender"),
 		recipient: req.Get("recipient"),
 		dir:       dir,
+		memo:      m,
 	}
 	f.ip, f.ipErr = netip.ParseAddr(f.ipRaw)
 	f.ip = f.ip.Unmap()
@@ -43,11 +49,34 @@ func newFacts(req *Request, dir *config.Directory) *facts {
 	f.queueID = req.Get("queue_id")
 	f.size, _ = strconv.Atoi(req.Get("size"))
 	f.recipientCount, _ = strconv.Atoi(req.Get("recipient_count"))
-	return f
+	if m != nil {
+		m.follow(f)
+	}
+}
+
+// memo is what a connection derives from the attributes that repeat
+// through a session, the login and the client's address: the store keys of
+// the counting rules, built once per session rather than at every request.
+type memo struct {
+	login, ip string            // what the keys below were derived from
+	rate      []limits.KeyLimit // R10's
+	spam      []string          // R15's
+}
+
+// follow empties the memo when the request has another login or address.
+func (m *memo) follow(f *facts) {
+	if m.login != f.login || m.ip != f.ipRaw {
+		*m = memo{login: f.login, ip: f.ipRaw}
+	}
 }
 
 // recipientKey is the recipient as the tracker counts it.
-func (f *facts) recipientKey() string { return subject.Account(f.recipient) }
+func (f *facts) recipientKey() string {
+	if !f.rcptKeyOK {
+		f.rcptKey, f.rcptKeyOK = subject.Account(f.recipient), true
+	}
+	return f.rcptKey
+}
 
 func (f *facts) ipText() string { return f.ipRaw }
 

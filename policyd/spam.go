@@ -30,11 +30,20 @@ func spamKeys(c *config.SpamAllowance, login string, ip netip.Addr) []string {
 // allowance is spent.
 func spamAllowance(c *config.SpamAllowance) func(context.Context, *Engine, *facts) outcome {
 	return func(ctx context.Context, e *Engine, f *facts) outcome {
-		var ip netip.Addr
-		if f.ipErr == nil {
-			ip = f.ip
+		var keys []string
+		if f.memo != nil && f.memo.spam != nil {
+			keys = f.memo.spam
+		} else {
+			var ip netip.Addr
+			if f.ipErr == nil {
+				ip = f.ip
+			}
+			keys = spamKeys(c, f.login, ip)
+			if f.memo != nil {
+				f.memo.spam = keys
+			}
 		}
-		for _, key := range spamKeys(c, f.login, ip) {
+		for _, key := range keys {
 			b, blocked, err := e.deps.Store.Blocked(ctx, key, e.deps.Now())
 			if err != nil {
 				return storeFailure(e, err)
