@@ -238,8 +238,8 @@ func (c *Checker) Domain(ctx context.Context, domain string) Verdict {
 		return Verdict{Invalid, "NXDOMAIN"}
 	}
 	if len(mx.rrs) > 0 {
-		if target, ok := usableMX(mx.rrs); ok {
-			return Verdict{Valid, "MX " + target}
+		if mx.mx != "" {
+			return Verdict{Valid, mx.mx}
 		}
 		// RFC 7505 §3: a null MX, the single record "0 .", says the domain
 		// accepts no mail. RFC 5321 §5.1: with MX records present but none

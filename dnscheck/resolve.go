@@ -21,6 +21,9 @@ type answer struct {
 	nxdomain bool          // RFC 2308 §2.1: the name does not exist
 	rrs      []dns.RR      // records of the asked type; none and !nxdomain is NODATA
 	ttl      time.Duration // how long the answer may be cached
+	// mx is, for an MX answer with a usable record, the reason Domain
+	// gives ("MX target"), made once for every look-up the cache answers.
+	mx string
 }
 
 // failure is a temporary failure. Its text is the reason given in verdicts.
@@ -158,7 +161,11 @@ func (c *Checker) classify(server string, q, r *dns.Msg) (*answer, *failure) {
 		}
 	}
 	if len(rrs) > 0 {
-		return &answer{rrs: rrs, ttl: min(time.Duration(ttl)*time.Second, c.maxTTL)}, nil
+		a := &answer{rrs: rrs, ttl: min(time.Duration(ttl)*time.Second, c.maxTTL)}
+		if target, ok := usableMX(rrs); ok && qq.Qtype == dns.TypeMX {
+			a.mx = "MX " + target
+		}
+		return a, nil
 	}
 	if isReferral(r) {
 		// A server that does not recurse points elsewhere instead of

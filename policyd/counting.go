@@ -29,7 +29,7 @@ func authFailures(c *config.AuthFailures) func(context.Context, *Engine, *facts)
 		if f.ipErr != nil {
 			return pass("client address is not an IP address")
 		}
-		b, blocked, err := e.deps.Store.Blocked(ctx, authpolicy.BlockKey(f.ip, c.IPv6Prefix), e.deps.Now())
+		b, blocked, err := e.deps.Store.Blocked(ctx, authpolicy.BlockKey(f.ip, c.IPv6Prefix), f.now)
 		switch {
 		case err != nil:
 			return storeFailure(e, err)
@@ -45,7 +45,7 @@ func authFailures(c *config.AuthFailures) func(context.Context, *Engine, *facts)
 // session gets the 421, which ends it. A new session may go on.
 func messagesPerSession(c *config.Count) func(context.Context, *Engine, *facts) outcome {
 	return func(_ context.Context, e *Engine, f *facts) outcome {
-		if n := e.tracker.messages(f.session, e.deps.Now()); n >= c.Max {
+		if n := e.tracker.messages(f.session, f.now); n >= c.Max {
 			return outcome{reply: &c.Reply, reason: fmt.Sprintf("%d messages in this session, at most %d", n, c.Max),
 				counters: map[string]int64{"messages": int64(n)}}
 		}
@@ -56,7 +56,7 @@ func messagesPerSession(c *config.Count) func(context.Context, *Engine, *facts) 
 // R11: at most Max recipients per message; a repeated recipient counts once.
 func recipientsPerMessage(c *config.Count) func(context.Context, *Engine, *facts) outcome {
 	return func(_ context.Context, e *Engine, f *facts) outcome {
-		n, has := e.tracker.recipients(f.instance, f.recipientKey(), e.deps.Now())
+		n, has := e.tracker.recipients(f.instance, f.recipientKey(), f.now)
 		if !has && n >= c.Max {
 			return outcome{reply: &c.Reply, reason: fmt.Sprintf("%d recipients accepted, at most %d", n, c.Max),
 				counters: map[string]int64{"recipients": int64(n)}}
@@ -103,7 +103,7 @@ func refusal(r *config.Rule, d limits.Decision, n int64) outcome {
 // R10 at END-OF-MESSAGE: count the message, once, if it still passes.
 func rate(c *config.Rate) func(context.Context, *Engine, *facts) outcome {
 	return func(ctx context.Context, e *Engine, f *facts) outcome {
-		now := e.deps.Now()
+		now := f.now
 		n := int64(1)
 		if f.stage == "RCPT" {
 			if c.Unit == "recipients" {
@@ -122,7 +122,7 @@ func rate(c *config.Rate) func(context.Context, *Engine, *facts) outcome {
 			}
 			return pass("")
 		}
-		if e.tracker.committed(f.instance, e.deps.Now()) {
+		if e.tracker.committed(f.instance, f.now) {
 			return pass("message already counted")
 		}
 		if c.Unit == "recipients" {
@@ -162,10 +162,10 @@ func bigMessages(c *config.BigMessages) func(context.Context, *Engine, *facts) o
 		}
 	}
 	return func(ctx context.Context, e *Engine, f *facts) outcome {
-		if e.tracker.committed(f.instance, e.deps.Now()) {
+		if e.tracker.committed(f.instance, f.now) {
 			return pass("message already counted")
 		}
-		domains := e.tracker.domains(f.instance, e.deps.Now())
+		domains := e.tracker.domains(f.instance, f.now)
 		if f.recipient != "" {
 			if d, err := domainOf(f.recipient); err == nil {
 				domains = append(domains, d)
@@ -183,7 +183,7 @@ func bigMessages(c *config.BigMessages) func(context.Context, *Engine, *facts) o
 			if f.ipErr == nil {
 				kl = append(kl, limits.KeyLimit{Key: subject.Key("r13", "ip", subject.IP(f.ip, c.IPv6Prefix)) + "|" + g.Name, Limit: l})
 			}
-			d, err := e.deps.Store.CheckAdd(ctx, e.deps.Now(), 1, kl...)
+			d, err := e.deps.Store.CheckAdd(ctx, f.now, 1, kl...)
 			if err != nil {
 				return storeFailure(e, err)
 			}

@@ -182,11 +182,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, c *Conn) (action stri
 	var f *facts
 	if c != nil {
 		f = &c.facts
-		f.read(req, e.dir.Load(), &c.memo)
+		f.read(req, e.deps.Now(), e.dir.Load(), &c.memo)
 		c.follow(f)
 	} else {
 		f = new(facts)
-		f.read(req, e.dir.Load(), nil)
+		f.read(req, e.deps.Now(), e.dir.Load(), nil)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -231,7 +231,7 @@ func (e *Engine) refuse(ctx context.Context, r *rule, f *facts, o outcome) strin
 	e.deps.Log.Info(msg, attrs...)
 	if e.deps.Decisions != nil {
 		rec := decisions.Record{
-			ID: id, Time: e.deps.Now(), Stage: f.stage, Rule: r.id, Name: r.name, Mode: string(r.cfg.Mode),
+			ID: id, Time: f.now, Stage: f.stage, Rule: r.id, Name: r.name, Mode: string(r.cfg.Mode),
 			Client: f.ipRaw, Login: f.login, Sender: f.sender, Recipient: f.recipient,
 			Reason: o.reason, Reply: line, Counters: o.counters,
 		}
@@ -250,17 +250,17 @@ func (e *Engine) accepted(f *facts) {
 		if f.ipErr == nil {
 			ip = f.ip
 		}
-		e.tracker.identify(f.session.client, f.queueID, f.login, ip, e.deps.Now())
+		e.tracker.identify(f.session.client, f.queueID, f.login, ip, f.now)
 	}
 	switch f.stage {
 	case "RCPT":
 		if f.instance != "" && f.recipient != "" {
 			d, _ := domainOf(f.recipient)
-			e.tracker.addRecipient(f.instance, f.recipientKey(), d, e.deps.Now())
+			e.tracker.addRecipient(f.instance, f.recipientKey(), d, f.now)
 		}
 	case "END-OF-MESSAGE":
 		if f.instance != "" {
-			e.tracker.commit(f.instance, f.session, e.deps.Now())
+			e.tracker.commit(f.instance, f.session, f.now)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package policyd
 import (
 	"net/netip"
 	"strconv"
+	"time"
 
 	"relayguard/config"
 	"relayguard/limits"
@@ -12,7 +13,8 @@ import (
 
 // facts are the attributes of one request that the rules use, parsed once.
 type facts struct {
-	stage     string // protocol_state: CONNECT, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE
+	now       time.Time // of the decision: one reading of the clock per request
+	stage     string    // protocol_state: CONNECT, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE
 	ipRaw     string
 	ip        netip.Addr
 	ipErr     error
@@ -32,8 +34,9 @@ type facts struct {
 }
 
 // read fills f from a request.
-func (f *facts) read(req *Request, dir *config.Directory, m *memo) {
+func (f *facts) read(req *Request, now time.Time, dir *config.Directory, m *memo) {
 	*f = facts{
+		now:       now,
 		stage:     req.Get("protocol_state"),
 		ipRaw:     req.Get("client_address"),
 		login:     req.Get("sasl_username"),

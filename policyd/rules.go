@@ -82,7 +82,7 @@ func accountDisabled(ctx context.Context, e *Engine, f *facts) outcome {
 	if e.deps.Store == nil {
 		return pass("")
 	}
-	disabled, err := AccountDisabled(ctx, e.deps.Store, f.login, e.deps.Now())
+	disabled, err := AccountDisabled(ctx, e.deps.Store, f.login, f.now)
 	if err != nil {
 		return storeFailure(e, err)
 	}
@@ -223,24 +223,30 @@ func senderDNS(c *config.DomainDNS) func(context.Context, *Engine, *facts) outco
 		if f.sender == "" {
 			return pass("null sender: no domain")
 		}
-		vars := []string{"sender", f.sender}
 		d, err := domainOf(f.sender)
 		if err != nil {
-			return outcome{reply: &c.Reply, vars: vars, reason: err.Error()}
+			return outcome{reply: &c.Reply, vars: []string{"sender", f.sender}, reason: err.Error()}
 		}
-		return dnsOutcome(c, e.deps.DNS.Domain(ctx, d), append(vars, "domain", d))
+		v := e.deps.DNS.Domain(ctx, d)
+		if v.Result == dnscheck.Valid {
+			return pass(v.Reason)
+		}
+		return dnsOutcome(c, v, []string{"sender", f.sender, "domain", d})
 	}
 }
 
 // R8: the recipient's domain must have a valid MX or A/AAAA record.
 func recipientDNS(c *config.DomainDNS) func(context.Context, *Engine, *facts) outcome {
 	return func(ctx context.Context, e *Engine, f *facts) outcome {
-		vars := []string{"sender", f.sender, "recipient", f.recipient}
 		d, err := domainOf(f.recipient)
 		if err != nil {
-			return outcome{reply: &c.Reply, vars: vars, reason: err.Error()}
+			return outcome{reply: &c.Reply, vars: []string{"sender", f.sender, "recipient", f.recipient}, reason: err.Error()}
 		}
-		return dnsOutcome(c, e.deps.DNS.Domain(ctx, d), append(vars, "domain", d))
+		v := e.deps.DNS.Domain(ctx, d)
+		if v.Result == dnscheck.Valid {
+			return pass(v.Reason)
+		}
+		return dnsOutcome(c, v, []string{"sender", f.sender, "recipient", f.recipient, "domain", d})
 	}
 }
 

@@ -116,9 +116,9 @@ func (s *Server) serveConn(c net.Conn) {
 		if s.setBusy(c, true) {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.RequestTimeout)
+		ctx := newRequestContext(s.RequestTimeout)
 		action := conn.Decide(ctx, &req)
-		cancel()
+		ctx.cancel()
 		if s.Voice != nil {
 			action = s.Voice.Policy(&req, action)
 		}

@@ -44,7 +44,7 @@ func spamAllowance(c *config.SpamAllowance) func(context.Context, *Engine, *fact
 			}
 		}
 		for _, key := range keys {
-			b, blocked, err := e.deps.Store.Blocked(ctx, key, e.deps.Now())
+			b, blocked, err := e.deps.Store.Blocked(ctx, key, f.now)
 			if err != nil {
 				return storeFailure(e, err)
 			}
