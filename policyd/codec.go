@@ -104,6 +104,10 @@ func NewDecoder(r io.Reader, limits Limits) *Decoder {
 // wrapping ErrMalformed for a protocol violation, and other errors as they
 // come from the connection (timeouts included).
 func (d *Decoder) Decode(req *Request) error {
+	// same: the names so far are those of the previous request, in order;
+	// its names were distinct, so a name found at its place is new here.
+	// (Past its end, the array holds names of older requests.)
+	prev, same := len(req.names), true
 	req.names = req.names[:0]
 	req.values = req.values[:0]
 	total := 0
@@ -133,8 +137,10 @@ func (d *Decoder) Decode(req *Request) error {
 			return malformed("more than %d attributes", d.limits.MaxAttributes)
 		}
 		i := len(req.names)
-		name := reuse(req.names[:cap(req.names)], i, line[:eq])
-		if req.Has(name) {
+		old := req.names[:cap(req.names)]
+		same = same && i < prev && old[i] == string(line[:eq])
+		name := reuse(old, i, line[:eq])
+		if !same && req.Has(name) {
 			return malformed("attribute %q repeated", name)
 		}
 		value := reuse(req.values[:cap(req.values)], i, line[eq+1:])

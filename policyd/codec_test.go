@@ -42,6 +42,29 @@ func TestDecodeReuse(t *testing.T) {
 	}
 }
 
+// A repeated attribute is refused whatever came before it on the
+// connection, e.g. a longer request whose names are still in the buffers.
+func TestDecodeRepeatedAfterOthers(t *testing.T) {
+	for _, seq := range [][]string{
+		{"x=1\ny=2\nz=3\n\n", "y=1\n\n", "y=1\ny=2\n\n"},
+		{"x=1\ny=2\n\n", "x=1\ny=2\nx=3\n\n"},
+		{"x=1\ny=2\n\n", "x=1\nx=2\n\n"},
+	} {
+		d := NewDecoder(strings.NewReader(strings.Join(seq, "")), DefaultLimits)
+		var req Request
+		for i, r := range seq {
+			err := d.Decode(&req)
+			last := i == len(seq)-1
+			if last && (err == nil || !strings.Contains(err.Error(), "repeated")) {
+				t.Errorf("%q: %v, want a repeated attribute", seq, err)
+			}
+			if !last && err != nil {
+				t.Fatalf("%q: request %q: %v", seq, r, err)
+			}
+		}
+	}
+}
+
 // BenchmarkDecode reads a session's requests as Postfix sends them, on one
 // connection.
 func BenchmarkDecode(b *testing.B) {

@@ -51,7 +51,7 @@ type testEngine struct {
 	clock     *fakeclock.Clock
 }
 
-func newTestEngine(t *testing.T, edit func(*config.Config)) *testEngine {
+func newTestEngine(t testing.TB, edit func(*config.Config)) *testEngine {
 	t.Helper()
 	srv, err := dnstest.Start()
 	if err != nil {

@@ -35,23 +35,44 @@ type facts struct {
 
 // read fills f from a request.
 func (f *facts) read(req *Request, now time.Time, dir *config.Directory, m *memo) {
-	*f = facts{
-		now:       now,
-		stage:     req.Get("protocol_state"),
-		ipRaw:     req.Get("client_address"),
-		login:     req.Get("sasl_username"),
-		sender:    req.Get("sender"),
-		recipient: req.Get("recipient"),
-		dir:       dir,
-		memo:      m,
+	*f = facts{now: now, dir: dir, memo: m}
+	var clientPort, serverAddr, serverPort, size, count string
+	// One pass over the attributes: a Get per attribute scanned them all
+	// each time, a fifth of the engine's time.
+	for i, name := range req.names {
+		v := req.values[i]
+		switch name {
+		case "protocol_state":
+			f.stage = v
+		case "client_address":
+			f.ipRaw = v
+		case "client_port":
+			clientPort = v
+		case "server_address":
+			serverAddr = v
+		case "server_port":
+			serverPort = v
+		case "sasl_username":
+			f.login = v
+		case "sender":
+			f.sender = v
+		case "recipient":
+			f.recipient = v
+		case "instance":
+			f.instance = v
+		case "queue_id":
+			f.queueID = v
+		case "size":
+			size = v
+		case "recipient_count":
+			count = v
+		}
 	}
 	f.ip, f.ipErr = netip.ParseAddr(f.ipRaw)
 	f.ip = f.ip.Unmap()
-	f.session = session{addrPort(f.ipRaw, req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
-	f.instance = req.Get("instance")
-	f.queueID = req.Get("queue_id")
-	f.size, _ = strconv.Atoi(req.Get("size"))
-	f.recipientCount, _ = strconv.Atoi(req.Get("recipient_count"))
+	f.session = session{addrPort(f.ipRaw, clientPort), addrPort(serverAddr, serverPort)}
+	f.size, _ = strconv.Atoi(size)
+	f.recipientCount, _ = strconv.Atoi(count)
 	if m != nil {
 		m.follow(f)
 	}

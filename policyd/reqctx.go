@@ -24,6 +24,21 @@ func newRequestContext(timeout time.Duration) *requestContext {
 	return &requestContext{deadline: time.Now().Add(timeout)}
 }
 
+// next returns the context of a connection's next request: c itself, made
+// new, if nothing ever waited on it (only what asks for Done can still
+// hold a context after its request was answered: policyd's DNS look-ups
+// continue detached, through context.WithoutCancel, which never asks its
+// parent for anything), else a new one.
+func (c *requestContext) next(timeout time.Duration) *requestContext {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil {
+		return newRequestContext(timeout)
+	}
+	c.deadline, c.err = time.Now().Add(timeout), nil
+	return c
+}
+
 func (c *requestContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
 func (c *requestContext) Value(any) any { return nil }

@@ -85,3 +85,25 @@ func TestRequestContext(t *testing.T) {
 		}
 	})
 }
+
+// A context nothing waited on serves the next request; one that something
+// waited on is left to its holder.
+func TestRequestContextNext(t *testing.T) {
+	c := newRequestContext(time.Hour)
+	c.cancel()
+	n := c.next(time.Hour)
+	if n != c || n.Err() != nil {
+		t.Errorf("not reused, or still ended: %v", n.Err())
+	}
+	done := n.Done()
+	n.cancel()
+	m := n.next(time.Hour)
+	if m == n || m.Err() != nil || !errors.Is(n.Err(), context.Canceled) {
+		t.Errorf("a context waited on was reused, or the new one is ended: %v", m.Err())
+	}
+	select {
+	case <-done:
+	default:
+		t.Error("the old context's Done is open")
+	}
+}

@@ -94,6 +94,7 @@ func (s *Server) serveConn(c net.Conn) {
 	peer := c.RemoteAddr().String()
 	dec := NewDecoder(c, s.Limits)
 	conn := s.Engine.NewConn()
+	ctx := newRequestContext(s.RequestTimeout)
 	w := bufio.NewWriter(c)
 	var req Request
 	for {
@@ -116,7 +117,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if s.setBusy(c, true) {
 			return
 		}
-		ctx := newRequestContext(s.RequestTimeout)
+		ctx = ctx.next(s.RequestTimeout)
 		action := conn.Decide(ctx, &req)
 		ctx.cancel()
 		if s.Voice != nil {

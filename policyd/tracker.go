@@ -38,10 +38,48 @@ type identity struct {
 }
 
 type txState struct {
-	recipients map[string]struct{} // normalised addresses accepted at RCPT; nil once committed
-	domains    []string            // their ASCII domains, each once
-	count      int                 // len(recipients), kept after commit
-	committed  bool                // END-OF-MESSAGE counted
+	recipients recipientSet // normalised addresses accepted at RCPT; emptied once committed
+	domains    []string     // their ASCII domains, each once
+	count      int          // recipients accepted, kept after commit
+	committed  bool         // END-OF-MESSAGE counted
+}
+
+// recipientSet is a set of addresses: a list while it is short, as it is
+// for most messages, a map past smallSet.
+type recipientSet struct {
+	list []string
+	set  map[string]struct{}
+}
+
+const smallSet = 16
+
+func (r *recipientSet) has(a string) bool {
+	if r.set != nil {
+		_, ok := r.set[a]
+		return ok
+	}
+	for _, x := range r.list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *recipientSet) add(a string) {
+	switch {
+	case r.set != nil:
+		r.set[a] = struct{}{}
+	case len(r.list) < smallSet:
+		r.list = append(r.list, a)
+	default:
+		r.set = make(map[string]struct{}, 2*smallSet)
+		for _, x := range r.list {
+			r.set[x] = struct{}{}
+		}
+		r.set[a] = struct{}{}
+		r.list = nil
+	}
 }
 
 const (
@@ -168,7 +206,7 @@ func (t *tracker) txEnded(instance string) {
 func (t *tracker) tx(instance string, now time.Time) *txState {
 	x, ok := t.txs.get(instance, now)
 	if !ok {
-		x = &txState{recipients: map[string]struct{}{}}
+		x = &txState{}
 		t.txs.put(instance, x, now)
 	}
 	return x
@@ -191,8 +229,7 @@ func (t *tracker) recipients(instance, rcpt string, now time.Time) (n int, has b
 	if !ok {
 		return 0, false
 	}
-	_, has = x.recipients[rcpt]
-	return x.count, has
+	return x.count, x.recipients.has(rcpt)
 }
 
 // addRecipient records a recipient accepted at RCPT; a repeated request for
@@ -204,10 +241,10 @@ func (t *tracker) addRecipient(instance, rcpt, domain string, now time.Time) {
 	if x.committed {
 		return
 	}
-	if _, has := x.recipients[rcpt]; has {
+	if x.recipients.has(rcpt) {
 		return
 	}
-	x.recipients[rcpt] = struct{}{}
+	x.recipients.add(rcpt)
 	x.count++
 	for _, d := range x.domains {
 		if d == domain {
@@ -244,7 +281,7 @@ func (t *tracker) commit(instance string, k session, now time.Time) {
 	if x.committed {
 		return
 	}
-	x.committed, x.recipients, x.domains = true, nil, nil
+	x.committed, x.recipients, x.domains = true, recipientSet{}, nil
 	n, _ := t.sessions.get(k, now)
 	t.sessions.put(k, n+1, now)
 }

@@ -106,3 +106,24 @@ func BenchmarkTrackerRecipients(b *testing.B) {
 		tr.commit(inst, session{}, now)
 	}
 }
+
+// A set holds what was added, short or long.
+func TestRecipientSet(t *testing.T) {
+	for _, n := range []int{0, 1, smallSet - 1, smallSet, smallSet + 1, 10 * smallSet} {
+		var r recipientSet
+		for i := range n {
+			if r.has(fmt.Sprint(i)) {
+				t.Fatalf("%d of %d: found before it was added", i, n)
+			}
+			r.add(fmt.Sprint(i))
+		}
+		for i := range n {
+			if !r.has(fmt.Sprint(i)) {
+				t.Errorf("%d of %d: lost", i, n)
+			}
+		}
+		if r.has("x") {
+			t.Errorf("%d: has what was never added", n)
+		}
+	}
+}

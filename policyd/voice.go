@@ -71,11 +71,25 @@ func (v *Voice) entry(k session) *voiced {
 // Policy turns the engine's action for req into the answer on the policy
 // connection: DUNNO when a milter will speak the reply.
 func (v *Voice) Policy(req *Request, action string) string {
-	k := session{addrPort(req.Get("client_address"), req.Get("client_port")), addrPort(req.Get("server_address"), req.Get("server_port"))}
+	var clientAddr, clientPort, serverAddr, serverPort, stage string
+	for i, name := range req.names {
+		switch name {
+		case "client_address":
+			clientAddr = req.values[i]
+		case "client_port":
+			clientPort = req.values[i]
+		case "server_address":
+			serverAddr = req.values[i]
+		case "server_port":
+			serverPort = req.values[i]
+		case "protocol_state":
+			stage = req.values[i]
+		}
+	}
+	k := session{addrPort(clientAddr, clientPort), addrPort(serverAddr, serverPort)}
 	if !k.client.valid() || !k.server.valid() {
 		return action
 	}
-	stage := req.Get("protocol_state")
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	e := v.sessions[k]
