@@ -18,6 +18,8 @@
 //	POST /account  {"account", "disabled": true|false}    → AccountState
 //	GET  /usage?subject=ACCOUNT|IP                        → [UsageLine]
 //	GET  /explain/{id}                                    → decisions.Record; 404 if unknown or expired
+//	POST /filtering      {"client": "ip:port"}            → {} (the filter: a transaction begins)
+//	POST /end-of-message {"client": "ip:port"}            → {"reply": ""|line} (the filter: the end of data)
 //	GET  /debug/pprof/...                                 → the runtime's profiles (net/http/pprof)
 //
 // An IP is an IPv4 or IPv6 address, or an IPv6 prefix as Blocks shows it
@@ -70,6 +72,13 @@ type Backend interface {
 	// Spam counts a message the content filter judged spam against its
 	// sender (R15), found by its queue id or the client's address and port.
 	Spam(ctx context.Context, client netip.AddrPort, queueID string) (SpamReport, error)
+	// Filtering says that the before-queue content filter carries the
+	// transaction the client (address and port) has begun, and will speak
+	// its END-OF-MESSAGE reply.
+	Filtering(ctx context.Context, client netip.AddrPort) error
+	// EndOfMessage returns the END-OF-MESSAGE reply for that transaction,
+	// "" when the message may pass.
+	EndOfMessage(ctx context.Context, client netip.AddrPort) (string, error)
 }
 
 // SpamReport is the answer to a spam report: who sent the message, and

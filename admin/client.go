@@ -96,6 +96,20 @@ func (c *Client) Spam(ctx context.Context, client netip.AddrPort, queueID string
 	return rep, err
 }
 
+// Filtering tells policyd that the before-queue filter carries the
+// transaction client has begun.
+func (c *Client) Filtering(ctx context.Context, client netip.AddrPort) error {
+	return c.call(ctx, http.MethodPost, "/filtering", map[string]string{"client": client.String()}, nil)
+}
+
+// EndOfMessage asks policyd for the END-OF-MESSAGE reply of client's
+// transaction: "" when the message may pass.
+func (c *Client) EndOfMessage(ctx context.Context, client netip.AddrPort) (string, error) {
+	var rep EndOfMessage
+	err := c.call(ctx, http.MethodPost, "/end-of-message", map[string]string{"client": client.String()}, &rep)
+	return rep.Reply, err
+}
+
 // call sends one request, with body as JSON when not nil, and decodes the
 // answer into out.
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {

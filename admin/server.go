@@ -54,6 +54,10 @@ func route(path string) (string, handler) {
 		return http.MethodGet, (*Server).usage
 	case "/spam":
 		return http.MethodPost, (*Server).spam
+	case "/filtering":
+		return http.MethodPost, (*Server).filtering
+	case "/end-of-message":
+		return http.MethodPost, (*Server).endOfMessage
 	}
 	if strings.HasPrefix(path, "/explain/") {
 		return http.MethodGet, (*Server).explain
@@ -251,6 +255,43 @@ func (s *Server) spam(r *http.Request) (any, error) {
 	}
 	s.info("admin API: spam reported", "client", req.Client, "queue_id", req.QueueID, "login", rep.Login, "spent", rep.Spent)
 	return rep, nil
+}
+
+// clientOf decodes a request whose body names the client: {"client": "ip:port"}.
+func clientOf(r *http.Request) (netip.AddrPort, error) {
+	var req struct {
+		Client string `json:"client"`
+	}
+	if err := decode(r, &req); err != nil {
+		return netip.AddrPort{}, err
+	}
+	client, err := netip.ParseAddrPort(req.Client)
+	if err != nil {
+		return netip.AddrPort{}, badRequest("invalid client: %q is not address:port", req.Client)
+	}
+	return client, nil
+}
+
+func (s *Server) filtering(r *http.Request) (any, error) {
+	client, err := clientOf(r)
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, s.Backend.Filtering(r.Context(), client)
+}
+
+// EndOfMessage is the answer to the filter at the end of data.
+type EndOfMessage struct {
+	Reply string `json:"reply"`
+}
+
+func (s *Server) endOfMessage(r *http.Request) (any, error) {
+	client, err := clientOf(r)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := s.Backend.EndOfMessage(r.Context(), client)
+	return EndOfMessage{reply}, err
 }
 
 func (s *Server) usage(r *http.Request) (any, error) {

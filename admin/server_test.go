@@ -108,6 +108,11 @@ func TestServer(t *testing.T) {
 		{"usage bad subject", "GET", "/usage?subject=jan", "", nil, 400, `{"error":"invalid subject: \"jan\" is neither an account (a full e-mail address) nor an IP address"}`},
 		{"usage bad account", "GET", "/usage?subject=jan@", "", nil, 400, `{"error":"invalid subject: \"jan@\" is not a full address (local@domain)"}`},
 
+		{"filtering", "POST", "/filtering", `{"client":"192.0.2.7:4000"}`, nil, 200, `{}`},
+		{"filtering no port", "POST", "/filtering", `{"client":"192.0.2.7"}`, nil, 400, `{"error":"invalid client: \"192.0.2.7\" is not address:port"}`},
+		{"filtering failing", "POST", "/filtering", `{"client":"192.0.2.7:4000"}`, errors.New("store closed"), 500, `{"error":"store closed"}`},
+		{"end of message, not announced", "POST", "/end-of-message", `{"client":"192.0.2.7:4000"}`, nil, 200, `{"reply":""}`},
+		{"end of message by GET", "GET", "/end-of-message", "", nil, 405, `{"error":"/end-of-message wants POST, not GET"}`},
 		{"explain", "GET", "/explain/" + knownID, "", nil, 200, explain},
 		{"explain unknown", "GET", "/explain/AAAAAAAAAAAAAAAAAAAAAA", "", nil, 404, `{"error":"no decision AAAAAAAAAAAAAAAAAAAAAA (decisions are kept 7 days)"}`},
 		{"explain short", "GET", "/explain/7HqT2mK9", "", nil, 400, `{"error":"invalid id \"7HqT2mK9\": a reply's id is 22 letters and digits"}`},

@@ -27,13 +27,26 @@ type Checks struct {
 	// Reporter counts spam against its sender in policyd (R15): nil to
 	// only tag spam.
 	Reporter SpamReporter
-	NewID    func() string
-	Log      *slog.Logger
+	// Replies, before the queue, is policyd's END-OF-MESSAGE decision
+	// (R13, R10), which the filter speaks: nil when policyd speaks it
+	// through the policy protocol, prefixed by Postfix.
+	Replies EndOfMessageReplies
+	NewID   func() string
+	Log     *slog.Logger
 }
 
 // SpamReporter is policyd's admin API, as the filter uses it.
 type SpamReporter interface {
 	Spam(ctx context.Context, client netip.AddrPort, queueID string) (admin.SpamReport, error)
+}
+
+// EndOfMessageReplies is policyd's admin API, as the filter speaks its
+// END-OF-MESSAGE replies: Postfix asks policyd about the end of data before
+// it sends the end of data to the filter, so policyd leaves the reply of a
+// transaction the filter announced for the filter to give word for word.
+type EndOfMessageReplies interface {
+	Filtering(ctx context.Context, client netip.AddrPort) error
+	EndOfMessage(ctx context.Context, client netip.AddrPort) (string, error)
 }
 
 // NewChecks builds the checks a configuration asks for.
@@ -82,6 +95,36 @@ func (k *Checks) spent(ctx context.Context, m *Message, logAttrs []any) bool {
 	return rep.Spent
 }
 
+// Begin announces a transaction to policyd, before the filter accepts its
+// MAIL command. If policyd does not hear it, it gives its END-OF-MESSAGE
+// reply itself, prefixed by Postfix: nothing passes unjudged.
+func (k *Checks) Begin(ctx context.Context, clientAddr, clientPort string) {
+	if k.Replies == nil || k.Config.Mode == config.AfterQueue {
+		return
+	}
+	client, err := netip.ParseAddrPort(net.JoinHostPort(clientAddr, clientPort))
+	if err != nil {
+		return
+	}
+	if err := k.Replies.Filtering(ctx, client); err != nil {
+		k.Log.Warn("policyd not told of the transaction: it will give its END-OF-MESSAGE reply itself, prefixed by Postfix",
+			"client", clientAddr, "port", clientPort, "error", err)
+	}
+}
+
+// endOfMessage asks policyd for the END-OF-MESSAGE reply of a transaction
+// it was told of: "" when the message may go on to the filter's checks.
+func (k *Checks) endOfMessage(ctx context.Context, m *Message) (string, error) {
+	if k.Replies == nil || k.Config.Mode == config.AfterQueue {
+		return "", nil
+	}
+	client, err := netip.ParseAddrPort(net.JoinHostPort(m.ClientAddr, m.ClientPort))
+	if err != nil {
+		return "", nil
+	}
+	return k.Replies.EndOfMessage(ctx, client)
+}
+
 // applies reports whether a rule runs for the message's client.
 func applies(r *config.Rule, m *Message) bool {
 	if r.Mode == config.Off {
@@ -108,6 +151,14 @@ func (k *Checks) Check(ctx context.Context, m *Message) Verdict {
 		id := k.NewID()
 		line := k.Config.TempfailReply.Render("id", id, "ip", m.ClientAddr)
 		k.Log.Warn("no verdict, Postfix keeps the message (fail = tempfail)", append(logAttrs, "id", id, "check", what, "error", err, "reply", line)...)
+		return Verdict{Reply: line}
+	}
+
+	switch line, err := k.endOfMessage(ctx, m); {
+	case err != nil:
+		return tempfail("policyd", err)
+	case line != "":
+		k.Log.Info("reject: policyd's END-OF-MESSAGE decision", append(logAttrs, "reply", line)...)
 		return Verdict{Reply: line}
 	}
 

@@ -51,6 +51,12 @@ type Checker interface {
 	Check(ctx context.Context, m *Message) Verdict
 }
 
+// A Beginner is a Checker that hears of each transaction, by its client's
+// address and port (XFORWARD), before the filter accepts its MAIL command.
+type Beginner interface {
+	Begin(ctx context.Context, clientAddr, clientPort string)
+}
+
 // Server is the filter's SMTP server.
 type Server struct {
 	Hostname       string        // in the greeting and EHLO
@@ -272,6 +278,11 @@ func (t *session) mailCmd(line string) error {
 	}
 	if rep.code == 250 {
 		t.mail, t.sender = line, strings.Trim(addr, "<>")
+		if b, ok := t.srv.Checker.(Beginner); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), t.srv.Timeout)
+			b.Begin(ctx, xtext(t.xforward["ADDR"]), xtext(t.xforward["PORT"]))
+			cancel()
+		}
 	}
 	return t.reply(rep.lines...)
 }

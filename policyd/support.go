@@ -23,6 +23,9 @@ type Support struct {
 	Store     limits.Store
 	Decisions decisions.Log
 	Now       func() time.Time
+	// Voice, when not nil, lets the before-queue filter speak
+	// END-OF-MESSAGE replies.
+	Voice *Voice
 }
 
 var _ admin.Backend = (*Support)(nil)
@@ -123,6 +126,22 @@ func shortDuration(d time.Duration) string {
 func (s *Support) Spam(ctx context.Context, client netip.AddrPort, queueID string) (admin.SpamReport, error) {
 	r, err := s.Engine.Spam(ctx, client, queueID)
 	return admin.SpamReport{Login: r.Login, Spent: r.Spent}, err
+}
+
+// Filtering notes a transaction that the before-queue filter carries.
+func (s *Support) Filtering(_ context.Context, client netip.AddrPort) error {
+	if s.Voice != nil {
+		s.Voice.Filtering(client)
+	}
+	return nil
+}
+
+// EndOfMessage returns the END-OF-MESSAGE reply left for the filter.
+func (s *Support) EndOfMessage(_ context.Context, client netip.AddrPort) (string, error) {
+	if s.Voice == nil {
+		return "", nil
+	}
+	return s.Voice.EndOfMessage(client), nil
 }
 
 // Explain returns the decision with a reply id.

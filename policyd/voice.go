@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,9 +23,14 @@ import (
 // and keeps any other EHLO reply for the commands that follow (STARTTLS,
 // AUTH, MAIL).
 //
-// At END-OF-MESSAGE the reply goes through the policy protocol, prefixed by
-// Postfix ("<END-OF-MESSAGE>: End-of-data rejected: "): the milter hears of
-// the end of data from cleanup, which a before-queue content filter bypasses.
+// At END-OF-MESSAGE the milter cannot speak: it hears of the end of data
+// from cleanup, which a before-queue content filter bypasses. The filter
+// speaks instead: Postfix asks the policy service about the end of data
+// before it sends the end of data to the filter (smtpd_check_eod comes
+// first), so a transaction the filter announced (Filtering) gets DUNNO and
+// its reply waits for the filter to ask (EndOfMessage). A transaction that
+// no filter announced gets its reply through the policy protocol, prefixed
+// by Postfix ("<END-OF-MESSAGE>: End-of-data rejected: ").
 //
 // Nothing fails open: a session that no milter follows (smtpd_milters not
 // set) gets its reply through the policy protocol, prefixed by Postfix, and
@@ -37,6 +43,14 @@ type Voice struct {
 	mu       sync.Mutex
 	sessions map[session]*voiced
 	adds     int
+	// filtered are the transactions that the before-queue filter carries,
+	// by client address and port, with the END-OF-MESSAGE reply left for it.
+	filtered map[addrKey]*filteredTx
+}
+
+type filteredTx struct {
+	at    time.Time
+	reply string // "" while there is none
 }
 
 type voiced struct {
@@ -103,10 +117,14 @@ func (v *Voice) Policy(req *Request, action string) string {
 		}
 		v.Log.Warn("a reply was not spoken: Postfix ended the stage first", "client", k.client.String(), "reply", pending)
 	}
+	if stage == "END-OF-MESSAGE" && action != "DUNNO" {
+		if t := v.filtered[k.client]; t != nil {
+			t.reply = action
+			return "DUNNO"
+		}
+		return action
+	}
 	if action == "DUNNO" || stage == "END-OF-MESSAGE" {
-		// The end of data reaches a milter through cleanup, which a
-		// before-queue content filter bypasses: a reply left for it might
-		// never be spoken, so this one goes through the policy protocol.
 		return action
 	}
 	if e == nil {
@@ -155,4 +173,41 @@ func (v *Voice) Milter(s *milter.Session, stage string) string {
 	reply := e.reply
 	e.stage, e.reply = "", ""
 	return reply
+}
+
+// Filtering notes that the before-queue content filter carries the
+// transaction that client has begun: its END-OF-MESSAGE reply is left for
+// the filter. The filter says so before it accepts the MAIL command, so
+// before Postfix's END-OF-MESSAGE request.
+func (v *Voice) Filtering(client netip.AddrPort) {
+	k := keyOf(netip.AddrPortFrom(client.Addr().Unmap(), client.Port()))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.filtered == nil {
+		v.filtered = map[addrKey]*filteredTx{}
+	}
+	now := v.Now()
+	if v.adds++; v.adds%1024 == 0 {
+		for k, t := range v.filtered {
+			if now.Sub(t.at) > staleAfter {
+				delete(v.filtered, k)
+			}
+		}
+	}
+	v.filtered[k] = &filteredTx{at: now}
+}
+
+// EndOfMessage returns the END-OF-MESSAGE reply left for the filter for
+// client's transaction, "" when the message may pass, and forgets the
+// transaction.
+func (v *Voice) EndOfMessage(client netip.AddrPort) string {
+	k := keyOf(netip.AddrPortFrom(client.Addr().Unmap(), client.Port()))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t := v.filtered[k]
+	if t == nil {
+		return ""
+	}
+	delete(v.filtered, k)
+	return t.reply
 }

@@ -45,10 +45,21 @@ func TestVoice(t *testing.T) {
 	check("policy RCPT pass", v.Policy(req("RCPT", "1000"), "DUNNO"), "DUNNO")
 	check("milter RCPT", v.Milter(s, milter.Rcpt), "")
 
-	// END-OF-MESSAGE replies go through the policy protocol.
+	// END-OF-MESSAGE replies go through the policy protocol, unless the
+	// before-queue filter announced the transaction: then it speaks them.
 	const big = "450 4.7.1 ID too many big messages to Seznam.cz"
 	check("policy END-OF-MESSAGE", v.Policy(req("END-OF-MESSAGE", "1000"), big), big)
 	check("milter END-OF-MESSAGE", v.Milter(s, milter.EndOfMessage), "")
+	client := netip.MustParseAddrPort("127.0.0.9:1000")
+	check("filter, nothing announced", v.EndOfMessage(client), "")
+	v.Filtering(netip.MustParseAddrPort("[::ffff:127.0.0.9]:1000"))
+	check("filtered END-OF-MESSAGE", v.Policy(req("END-OF-MESSAGE", "1000"), big), "DUNNO")
+	check("filter asks", v.EndOfMessage(client), big)
+	check("filter asks again", v.EndOfMessage(client), "")
+	v.Filtering(client)
+	check("filtered END-OF-MESSAGE passes", v.Policy(req("END-OF-MESSAGE", "1000"), "DUNNO"), "DUNNO")
+	check("filter asks, nothing to say", v.EndOfMessage(client), "")
+	check("next transaction, not announced", v.Policy(req("END-OF-MESSAGE", "1000"), big), big)
 
 	// Another session on another port is another session.
 	other := ms(1001)

@@ -34,6 +34,10 @@ type Backend struct {
 	decisions map[string]decisions.Record
 	// spamReports counts Spam calls.
 	spamReports int
+	// filtering are the clients announced by Filtering, endOfMessage the
+	// reply EndOfMessage gives them.
+	filtering    map[netip.AddrPort]bool
+	endOfMessage string
 }
 
 // New returns an empty Backend whose clock is now.
@@ -177,6 +181,42 @@ func (b *Backend) Spam(_ context.Context, client netip.AddrPort, queueID string)
 	}
 	b.spamReports++
 	return admin.SpamReport{Login: "spammer@example.cz", Spent: b.spamReports > 2}, nil
+}
+
+// Filtering notes the client, for EndOfMessage.
+func (b *Backend) Filtering(_ context.Context, client netip.AddrPort) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err
+	}
+	if b.filtering == nil {
+		b.filtering = map[netip.AddrPort]bool{}
+	}
+	b.filtering[client] = true
+	return nil
+}
+
+// EndOfMessage answers the reply set with SetEndOfMessage for a client
+// announced with Filtering, once.
+func (b *Backend) EndOfMessage(_ context.Context, client netip.AddrPort) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return "", b.err
+	}
+	if !b.filtering[client] {
+		return "", nil
+	}
+	delete(b.filtering, client)
+	return b.endOfMessage, nil
+}
+
+// SetEndOfMessage sets the reply EndOfMessage gives.
+func (b *Backend) SetEndOfMessage(reply string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.endOfMessage = reply
 }
 
 // Serve serves s on a new unix socket in a temporary directory of t until

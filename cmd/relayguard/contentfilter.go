@@ -81,9 +81,10 @@ func runContentFilter(path string) error {
 		return err
 	}
 	if cfg.Admin.Socket != "" {
-		checks.Reporter = admin.NewClient(cfg.Admin.Socket)
+		c := admin.NewClient(cfg.Admin.Socket)
+		checks.Reporter, checks.Replies = c, c
 	} else {
-		log.Warn("admin.socket is empty: spam cannot be reported to policyd (R15), it is only tagged")
+		log.Warn("admin.socket is empty: spam cannot be reported to policyd (R15), it is only tagged; policyd's END-OF-MESSAGE replies reach clients prefixed by Postfix")
 	}
 	r := &cfg.ContentFilter.Rules
 	log.Info("rule", "id", "R17", "name", "attachments", "mode", r.Attachments.Mode, "extensions", len(r.Attachments.Extensions))

@@ -178,7 +178,7 @@ func runPolicyd(path string) error {
 		if err != nil {
 			return fmt.Errorf("admin.socket: %w", err)
 		}
-		support := &policyd.Support{Engine: engine, Config: cfg, Store: store, Decisions: decided, Now: time.Now}
+		support := &policyd.Support{Engine: engine, Config: cfg, Store: store, Decisions: decided, Now: time.Now, Voice: voice}
 		adminSrv = &http.Server{Handler: &admin.Server{Backend: support, Retention: cfg.Admin.DecisionRetention, Log: log},
 			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
