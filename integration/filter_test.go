@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,12 +156,15 @@ func TestLargeMessage(t *testing.T) {
 
 // R15: within the allowance (2 a day in the test configuration) spam passes
 // tagged; past it the filter refuses it, and policyd refuses all mail of the
-// account and of the address until the block ends.
+// account and of the address until the block ends, or until support lifts
+// the account's block and then the address's with `relayguard unblock`.
 func TestSpamAllowance(t *testing.T) {
 	gtube := func(from string) string {
 		return "From: <" + from + ">\r\nTo: <someone@dest.test>\r\nSubject: offer " + fmt.Sprint(time.Now().UnixNano()) +
 			"\r\n\r\n" + string(scantest.GTUBE()) + "\r\n"
 	}
+	// send returns the stage and line of a refusal, or "" and the reply
+	// to the end of DATA.
 	send := func(local, login, msg string) (string, string) {
 		c := session(t, local, login)
 		if line, err := c.Mail(login); err != nil {
@@ -169,10 +173,11 @@ func TestSpamAllowance(t *testing.T) {
 		if line, err := c.Rcpt("someone@dest.test"); err != nil {
 			return "RCPT", line
 		}
-		if line, err := c.Data([]byte(msg)); err != nil {
+		line, err := c.Data([]byte(msg))
+		if err != nil {
 			return "DATA", line
 		}
-		return "", ""
+		return "", line
 	}
 	for i := range 2 {
 		if stage, line := send("127.0.0.111", "spam@example.cz", gtube("spam@example.cz")); stage != "" {
@@ -190,7 +195,46 @@ func TestSpamAllowance(t *testing.T) {
 	if !strings.Contains(blocks, "spam@example.cz") || !strings.Contains(blocks, "127.0.0.111") || !strings.Contains(blocks, "spam allowance") {
 		t.Errorf("relayguard blocks:\n%s", blocks)
 	}
+
+	// clean sends a clean message and asserts the reply to its end of
+	// DATA, and that it reaches the next hop.
+	clean := func(local, login string) {
+		t.Helper()
+		subject := fmt.Sprintf("clean %d", serial.Add(1))
+		stage, line := send(local, login, "From: <"+login+">\r\nTo: <someone@dest.test>\r\nSubject: "+subject+"\r\n\r\nHello.\r\n")
+		if !queued.MatchString(line) || stage != "" {
+			t.Fatalf("%s from %s after the unblock: %s %q, want %q", login, local, stage, line, queued)
+		}
+		if _, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, []byte("Subject: "+subject+"\r\n")) }, 30*time.Second); err != nil {
+			t.Fatalf("accepted (%q) but not relayed: %v", line, err)
+		}
+	}
+	unblocked := func(subject, rule string) {
+		t.Helper()
+		out := relayguard(t, "unblock", subject)
+		want := regexp.MustCompile(`^` + regexp.QuoteMeta(subject+" unblocked:\n  "+rule+"  spam allowance of 2 per 24h0m0s spent  would have ended ") + `.+ \(in 2[34]h[0-9]*m?\)\n$`)
+		if !want.MatchString(out) {
+			t.Errorf("relayguard unblock %s:\n%s\nwant %s", subject, out, want)
+		}
+	}
+
+	// The account: it sends again from another address; the address
+	// stays blocked for everyone.
+	unblocked("spam@example.cz", "R15")
+	clean("127.0.0.112", "spam@example.cz")
+	stage, line = send("127.0.0.111", "spam@example.cz", "Subject: clean\r\n\r\nHello.\r\n")
+	expect(t, stage, line, "MAIL", violation, "R15")
+	// The address: then the account sends from it too.
+	unblocked("127.0.0.111", "R15")
+	clean("127.0.0.111", "other@example.cz")
+	clean("127.0.0.111", "spam@example.cz")
+	if blocks := relayguard(t, "blocks"); strings.Contains(blocks, "spam@example.cz") || strings.Contains(blocks, "127.0.0.111") {
+		t.Errorf("relayguard blocks after the unblocks:\n%s", blocks)
+	}
 }
+
+// queued is Postfix's reply to an accepted message.
+var queued = regexp.MustCompile(`^250 2\.0\.0 Ok: queued as [0-9A-Za-z]+$`)
 
 // expectFilter asserts a refusal by the content filter, whose id is in its log.
 func expectFilter(t *testing.T, stage, line, wantStage, want string) {
