@@ -13,7 +13,7 @@
 // # Endpoints
 //
 //	GET  /blocks                                          → [Block]
-//	POST /unblock  {"ip"} or {"account"}                  → Unblocked; 404 if it was not blocked
+//	POST /unblock  {"ip"} or {"account"}                  → Unblocked; 404 if not blocked, 409 (see Unblock)
 //	POST /block    {"ip", "duration": "2h", "reason"}     → Block
 //	POST /account  {"account", "disabled": true|false}    → AccountState
 //	GET  /usage?subject=ACCOUNT|IP                        → [UsageLine]
