@@ -13,7 +13,7 @@
 // # Endpoints
 //
 //	GET  /blocks                                          → [Block]
-//	POST /unblock  {"ip"}                                 → Unblocked; 404 if it was not blocked
+//	POST /unblock  {"ip"} or {"account"}                  → Unblocked; 404 if not blocked, 409 (see Unblock)
 //	POST /block    {"ip", "duration": "2h", "reason"}     → Block
 //	POST /account  {"account", "disabled": true|false}    → AccountState
 //	GET  /usage?subject=ACCOUNT|IP                        → [UsageLine]
@@ -26,8 +26,24 @@
 // (ParseIP); an account is a full e-mail address, normalised as policyd
 // counts it; a duration is Go's ("90m", "2h"); an id is a reply's
 // 22 letters and digits. A failure is {"error": "..."} with 400 for invalid
-// input, 404 for what does not exist, 405 for a wrong method and 500 when
-// the Backend fails.
+// input, 404 for what does not exist, 405 for a wrong method, 409 for what
+// the request cannot change, and 500 when the Backend fails.
+//
+// # Unblock
+//
+// POST /unblock takes exactly one of "ip" and "account", and lifts every
+// block of that subject that support may lift: for an address, R4's (failed
+// authentications, and support's own POST /block) and R15's (spam
+// allowance spent); for an account, R15's. It forgets the counts behind
+// them, so that the next failure or spam message does not block again at
+// once. The answer lists the blocks lifted:
+//
+//	{"account": "jan@example.cz", "unblocked": true, "lifted": [Block]}
+//
+// It never gives back an account's SMTP access that support turned off
+// (R3): that is POST /account {"disabled": false}. An account that has no
+// block to lift but is disabled gets 409 saying so; one that had a block
+// lifted and stays disabled has "disabled": true in the answer.
 //
 // The profiles are for measuring the daemon where it runs, e.g. its heap:
 //
@@ -55,9 +71,13 @@ import (
 type Backend interface {
 	// Blocks returns the blocks in force.
 	Blocks(ctx context.Context) ([]limits.Block, error)
-	// Unblock lifts the blocks of ip (of its prefix, for IPv6) and reports
-	// whether there was one.
-	Unblock(ctx context.Context, ip netip.Addr) (bool, error)
+	// Unblock lifts every block of s that support may lift: for an
+	// address (its prefix, for IPv6), R4's and R15's; for an account,
+	// R15's. It forgets the counts that led to them, and returns the
+	// blocks in force that it lifted: none when s was not blocked. It
+	// never turns an account's SMTP access back on (R3,
+	// SetAccountDisabled); disabled reports that it stays off.
+	Unblock(ctx context.Context, s Subject) (lifted []limits.Block, disabled bool, err error)
 	// Block refuses ip (its prefix, for IPv6) for d, for the given reason.
 	Block(ctx context.Context, ip netip.Addr, d time.Duration, reason string) (limits.Block, error)
 	// SetAccountDisabled turns an account's SMTP access off or on (R3).
@@ -126,8 +146,28 @@ type UsageLine struct {
 
 // Unblocked is the answer of POST /unblock.
 type Unblocked struct {
-	IP        string `json:"ip"`
-	Unblocked bool   `json:"unblocked"`
+	IP        string  `json:"ip,omitempty"`      // the address asked about, or
+	Account   string  `json:"account,omitempty"` // the account, normalised
+	Unblocked bool    `json:"unblocked"`
+	Lifted    []Block `json:"lifted,omitempty"` // the blocks lifted
+	// Disabled: the account's SMTP access stays off (R3), which unblock
+	// never changes.
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// Subject is what Unblock lifts the blocks of: an account or a client
+// address, exactly one of them.
+type Subject struct {
+	Account string     // a normalised full address
+	IP      netip.Addr // an address; an IPv6 address stands for its prefix
+}
+
+// String writes the account or the address.
+func (s Subject) String() string {
+	if s.Account != "" {
+		return s.Account
+	}
+	return s.IP.String()
 }
 
 // AccountState is the answer of POST /account.
@@ -158,16 +198,18 @@ func ParseIP(s string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-// parseSubject reads the subject of a usage query.
-func parseSubject(s string) (string, error) {
+// ParseSubject reads an account (it has an '@': a full e-mail address,
+// normalised) or an IP address as ParseIP reads it.
+func ParseSubject(s string) (Subject, error) {
 	if strings.Contains(s, "@") {
-		return mailaddr.Normalize(s)
+		a, err := mailaddr.Normalize(s)
+		return Subject{Account: a}, err
 	}
 	a, err := ParseIP(s)
 	if err != nil {
-		return "", fmt.Errorf("%q is neither an account (a full e-mail address) nor an IP address", s)
+		return Subject{}, fmt.Errorf("%q is neither an account (a full e-mail address) nor an IP address", s)
 	}
-	return a.String(), nil
+	return Subject{IP: a}, nil
 }
 
 // validID reports whether id has the form of a reply's transaction id:

@@ -46,14 +46,23 @@ func (c *Client) Blocks(ctx context.Context) ([]Block, error) {
 	return bs, err
 }
 
-// Unblock lifts the blocks of ip and reports whether there was one.
-func (c *Client) Unblock(ctx context.Context, ip netip.Addr) (bool, error) {
-	var u Unblocked
-	err := c.call(ctx, http.MethodPost, "/unblock", map[string]string{"ip": ip.String()}, &u)
-	if e := (*Error)(nil); errors.As(err, &e) && e.Status == http.StatusNotFound {
-		return false, nil
+// Unblock lifts the blocks of s that support may lift (see the package
+// comment). Its answer's Unblocked is false when s was not blocked; an
+// account that was not blocked but is disabled (R3) is an *Error, 409.
+func (c *Client) Unblock(ctx context.Context, s Subject) (Unblocked, error) {
+	req := map[string]string{}
+	switch {
+	case s.Account != "":
+		req["account"] = s.Account
+	case s.IP.IsValid():
+		req["ip"] = s.IP.String()
 	}
-	return err == nil, err
+	var u Unblocked
+	err := c.call(ctx, http.MethodPost, "/unblock", req, &u)
+	if e := (*Error)(nil); errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return Unblocked{IP: req["ip"], Account: s.Account}, nil
+	}
+	return u, err
 }
 
 // Block refuses ip for d, for reason ("" for DefaultReason).

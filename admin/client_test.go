@@ -36,16 +36,30 @@ func TestClient(t *testing.T) {
 		}
 	}
 
+	r4 := admin.Block{Subject: "192.0.2.7", Rule: "R4", Key: "r4|ip|192.0.2.7", Until: now.Add(42 * time.Minute), Reason: "11 failed authentications in 1h", Count: 11}
+	r15 := admin.Block{Subject: "jan@example.cz", Rule: "R15", Key: "r15|account|jan@example.cz", Until: now.Add(20 * time.Hour), Reason: "spam allowance spent", Count: 12}
 	bs, err := c.Blocks(ctx)
 	check("Blocks", bs, []admin.Block{
-		{Subject: "jan@example.cz", Rule: "R15", Key: "r15|account|jan@example.cz", Until: now.Add(20 * time.Hour), Reason: "spam allowance spent", Count: 12},
-		{Subject: "192.0.2.7", Rule: "R4", Key: "r4|ip|192.0.2.7", Until: now.Add(42 * time.Minute), Reason: "11 failed authentications in 1h", Count: 11},
+		r15,
+		{Subject: "spam@example.cz", Rule: "R15", Key: "r15|account|spam@example.cz", Until: now.Add(5 * time.Hour), Reason: "spam allowance spent", Count: 11},
+		{Subject: "203.0.113.5", Rule: "R15", Key: "r15|ip|203.0.113.5", Until: now.Add(3 * time.Hour), Reason: "spam allowance spent", Count: 11},
+		r4,
 	}, err)
 
-	ok, err := c.Unblock(ctx, netip.MustParseAddr("192.0.2.7"))
-	check("Unblock", ok, true, err)
-	ok, err = c.Unblock(ctx, netip.MustParseAddr("192.0.2.7"))
-	check("Unblock again", ok, false, err)
+	ip := admin.Subject{IP: netip.MustParseAddr("192.0.2.7")}
+	u, err := c.Unblock(ctx, ip)
+	check("Unblock", u, admin.Unblocked{IP: "192.0.2.7", Unblocked: true, Lifted: []admin.Block{r4}}, err)
+	u, err = c.Unblock(ctx, ip)
+	check("Unblock again", u, admin.Unblocked{IP: "192.0.2.7"}, err)
+	jan := admin.Subject{Account: "jan@example.cz"}
+	u, err = c.Unblock(ctx, jan)
+	check("Unblock account", u, admin.Unblocked{Account: "jan@example.cz", Unblocked: true, Lifted: []admin.Block{r15}}, err)
+	u, err = c.Unblock(ctx, jan)
+	check("Unblock account again", u, admin.Unblocked{Account: "jan@example.cz"}, err)
+	_, err = c.Unblock(ctx, admin.Subject{Account: "off@example.cz"})
+	checkErr("Unblock disabled account", err, 409, `off@example.cz is not blocked, but its SMTP access is disabled (R3), which unblock does not change: "relayguard account enable off@example.cz" turns it on`)
+	_, err = c.Unblock(ctx, admin.Subject{})
+	checkErr("Unblock nothing", err, 400, `invalid request: give "ip" (an IP address) or "account" (a full e-mail address)`)
 
 	bl, err := c.Block(ctx, netip.MustParseAddr("2001:db8:1:2::99"), 90*time.Minute, "")
 	check("Block", bl, admin.Block{Subject: "2001:db8:1:2::/64", Rule: "R4", Key: "r4|ip|2001:db8:1:2::/64", Until: now.Add(90 * time.Minute), Reason: admin.DefaultReason}, err)
@@ -56,7 +70,7 @@ func TestClient(t *testing.T) {
 	check("SetAccountDisabled", b.Disabled("jan@example.cz"), true, err)
 	err = c.SetAccountDisabled(ctx, "jan@example.cz", false)
 	check("SetAccountDisabled false", b.Disabled("jan@example.cz"), false, err)
-	checkErr("SetAccountDisabled unknown", c.SetAccountDisabled(ctx, "eva@example.cz", true), 404, "not found: no account eva@example.cz")
+	checkErr("SetAccountDisabled unknown", c.SetAccountDisabled(ctx, "nobody@example.cz", true), 404, "not found: no account nobody@example.cz")
 
 	lines, err := c.Usage(ctx, "jan@example.cz")
 	check("Usage", lines, []admin.UsageLine{

@@ -158,24 +158,64 @@ func (s *Server) blocks(r *http.Request) (any, error) {
 
 func (s *Server) unblock(r *http.Request) (any, error) {
 	var req struct {
-		IP string `json:"ip"`
+		IP      *string `json:"ip"`
+		Account *string `json:"account"`
 	}
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	ip, err := ParseIP(req.IP)
-	if err != nil {
-		return nil, badRequest("invalid ip: %v", err)
+	var subj Subject
+	switch {
+	case req.IP != nil && req.Account != nil:
+		return nil, badRequest(`invalid request: give "ip" or "account", not both`)
+	case req.IP != nil:
+		ip, err := ParseIP(*req.IP)
+		if err != nil && strings.Contains(*req.IP, "@") {
+			return nil, badRequest(`invalid ip: %q is an account: give it as "account"`, *req.IP)
+		}
+		if err != nil {
+			return nil, badRequest("invalid ip: %v", err)
+		}
+		subj.IP = ip
+	case req.Account != nil:
+		account, err := mailaddr.Normalize(*req.Account)
+		if err != nil {
+			return nil, badRequest("invalid account: %v", err)
+		}
+		subj.Account = account
+	default:
+		return nil, badRequest(`invalid request: give "ip" (an IP address) or "account" (a full e-mail address)`)
 	}
-	ok, err := s.Backend.Unblock(r.Context(), ip)
+	lifted, disabled, err := s.Backend.Unblock(r.Context(), subj)
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		return nil, &Error{http.StatusNotFound, fmt.Sprintf("%s is not blocked", ip)}
+	switch {
+	case len(lifted) == 0 && disabled:
+		return nil, &Error{http.StatusConflict, fmt.Sprintf("%s is not blocked, but its SMTP access is disabled (R3), "+
+			"which unblock does not change: \"relayguard account enable %[1]s\" turns it on", subj)}
+	case len(lifted) == 0:
+		return nil, &Error{http.StatusNotFound, fmt.Sprintf("%s is not blocked", subj)}
 	}
-	s.info("admin API: unblocked", "ip", ip.String())
-	return Unblocked{IP: ip.String(), Unblocked: true}, nil
+	out := Unblocked{Account: subj.Account, Unblocked: true, Disabled: disabled}
+	if subj.IP.IsValid() {
+		out.IP = subj.IP.String()
+	}
+	keys := make([]string, len(lifted))
+	for i, b := range lifted {
+		out.Lifted = append(out.Lifted, blockOf(b))
+		keys[i] = b.Key
+	}
+	kind := "ip"
+	if subj.Account != "" {
+		kind = "account"
+	}
+	args := []any{kind, subj.String(), "lifted", strings.Join(keys, " ")}
+	if disabled {
+		args = append(args, "still_disabled", true)
+	}
+	s.info("admin API: unblocked", args...)
+	return out, nil
 }
 
 func (s *Server) block(r *http.Request) (any, error) {
@@ -299,11 +339,11 @@ func (s *Server) usage(r *http.Request) (any, error) {
 	if q == "" {
 		return nil, badRequest("invalid subject: the query needs ?subject=ACCOUNT or ?subject=IP")
 	}
-	subject, err := parseSubject(q)
+	subject, err := ParseSubject(q)
 	if err != nil {
 		return nil, badRequest("invalid subject: %v", err)
 	}
-	lines, err := s.Backend.Usage(r.Context(), subject)
+	lines, err := s.Backend.Usage(r.Context(), subject.String())
 	if err != nil {
 		return nil, err
 	}

@@ -22,14 +22,24 @@ var now = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
 
 const knownID = "7HqT2mK9xLp4Rb8ZsN3wVa"
 
-// backend returns a Backend with two blocks, one account, the usage of
-// that account and one decision.
+// backend returns a Backend with blocks of an address (R4, R15) and of
+// accounts (R15), an expired block, accounts (two of them disabled, R3),
+// the usage of one and one decision.
 func backend() *admintest.Backend {
 	b := admintest.New(func() time.Time { return now })
 	b.AddBlock(limits.Block{Key: "r4|ip|192.0.2.7", Until: now.Add(42 * time.Minute), Reason: "11 failed authentications in 1h", Count: 11})
 	b.AddBlock(limits.Block{Key: "r15|account|jan@example.cz", Until: now.Add(20 * time.Hour), Reason: "spam allowance spent", Count: 12})
 	b.AddBlock(limits.Block{Key: "r4|ip|198.51.100.1", Until: now.Add(-time.Minute), Reason: "expired", Count: 11})
-	b.AddAccount("jan@example.cz")
+	b.AddBlock(limits.Block{Key: "r15|ip|203.0.113.5", Until: now.Add(3 * time.Hour), Reason: "spam allowance spent", Count: 11})
+	b.AddBlock(limits.Block{Key: "r15|account|spam@example.cz", Until: now.Add(5 * time.Hour), Reason: "spam allowance spent", Count: 11})
+	for _, a := range []string{"jan@example.cz", "eva@example.cz", "off@example.cz", "spam@example.cz"} {
+		b.AddAccount(a)
+	}
+	for _, a := range []string{"off@example.cz", "spam@example.cz"} {
+		if err := b.SetAccountDisabled(context.Background(), a, true); err != nil {
+			panic(err)
+		}
+	}
 	b.AddUsage("jan@example.cz",
 		admin.UsageLine{Rule: "R10", Subject: "jan@example.cz", Window: "1m", Used: 12, Limit: 250},
 		admin.UsageLine{Rule: "R10", Subject: "jan@example.cz", Window: "1h", Used: 1000, Limit: 1000, FreesAt: now.Add(42 * time.Minute)},
@@ -55,7 +65,11 @@ func httpClient(socket string) *http.Client {
 
 func TestServer(t *testing.T) {
 	const (
-		blocks  = `[{"subject":"jan@example.cz","rule":"R15","key":"r15|account|jan@example.cz","until":"2026-05-05T08:00:00Z","reason":"spam allowance spent","count":12},{"subject":"192.0.2.7","rule":"R4","key":"r4|ip|192.0.2.7","until":"2026-05-04T12:42:00Z","reason":"11 failed authentications in 1h","count":11}]`
+		r4      = `{"subject":"192.0.2.7","rule":"R4","key":"r4|ip|192.0.2.7","until":"2026-05-04T12:42:00Z","reason":"11 failed authentications in 1h","count":11}`
+		r15jan  = `{"subject":"jan@example.cz","rule":"R15","key":"r15|account|jan@example.cz","until":"2026-05-05T08:00:00Z","reason":"spam allowance spent","count":12}`
+		r15spam = `{"subject":"spam@example.cz","rule":"R15","key":"r15|account|spam@example.cz","until":"2026-05-04T17:00:00Z","reason":"spam allowance spent","count":11}`
+		r15ip   = `{"subject":"203.0.113.5","rule":"R15","key":"r15|ip|203.0.113.5","until":"2026-05-04T15:00:00Z","reason":"spam allowance spent","count":11}`
+		blocks  = `[` + r15jan + `,` + r15spam + `,` + r15ip + `,` + r4 + `]`
 		usage   = `[{"rule":"R10","subject":"jan@example.cz","window":"1m","used":12,"limit":250},{"rule":"R10","subject":"jan@example.cz","window":"1h","used":1000,"limit":1000,"frees_at":"2026-05-04T12:42:00Z"}]`
 		explain = `{"id":"7HqT2mK9xLp4Rb8ZsN3wVa","time":"2026-05-04T10:00:00Z","stage":"RCPT","rule":"R10","name":"rate","mode":"enforce","client":"192.0.2.7","login":"jan@example.cz","sender":"jan@example.cz","recipient":"eva@example.org","reason":"1001 recipients in 1h, limit 1000","reply":"450 4.7.1 7HqT2mK9xLp4Rb8ZsN3wVa policy violation","counters":{"r10|account|jan@example.cz|1h":1001}}`
 	)
@@ -70,19 +84,34 @@ func TestServer(t *testing.T) {
 		{"blocks by POST", "POST", "/blocks", "", nil, 405, `{"error":"/blocks wants GET, not POST"}`},
 		{"no endpoint", "GET", "/flush", "", nil, 404, `{"error":"no endpoint /flush"}`},
 
-		{"unblock", "POST", "/unblock", `{"ip":"192.0.2.7"}`, nil, 200, `{"ip":"192.0.2.7","unblocked":true}`},
-		{"unblock mapped", "POST", "/unblock", `{"ip":"::ffff:192.0.2.7"}`, nil, 200, `{"ip":"192.0.2.7","unblocked":true}`},
+		{"unblock", "POST", "/unblock", `{"ip":"192.0.2.7"}`, nil, 200, `{"ip":"192.0.2.7","unblocked":true,"lifted":[` + r4 + `]}`},
+		{"unblock mapped", "POST", "/unblock", `{"ip":"::ffff:192.0.2.7"}`, nil, 200, `{"ip":"192.0.2.7","unblocked":true,"lifted":[` + r4 + `]}`},
+		{"unblock R15 address", "POST", "/unblock", `{"ip":"203.0.113.5"}`, nil, 200, `{"ip":"203.0.113.5","unblocked":true,"lifted":[` + r15ip + `]}`},
+		{"unblock account", "POST", "/unblock", `{"account":"Jan@Example.CZ"}`, nil, 200, `{"account":"jan@example.cz","unblocked":true,"lifted":[` + r15jan + `]}`},
+		{"unblock account still disabled", "POST", "/unblock", `{"account":"spam@example.cz"}`, nil, 200,
+			`{"account":"spam@example.cz","unblocked":true,"lifted":[` + r15spam + `],"disabled":true}`},
+		{"unblock account disabled only", "POST", "/unblock", `{"account":"off@example.cz"}`, nil, 409,
+			`{"error":"off@example.cz is not blocked, but its SMTP access is disabled (R3), which unblock does not change: \"relayguard account enable off@example.cz\" turns it on"}`},
+		{"unblock account not blocked", "POST", "/unblock", `{"account":"eva@example.cz"}`, nil, 404, `{"error":"eva@example.cz is not blocked"}`},
+		{"unblock account unknown", "POST", "/unblock", `{"account":"nobody@example.org"}`, nil, 404, `{"error":"nobody@example.org is not blocked"}`},
 		{"unblock not blocked", "POST", "/unblock", `{"ip":"192.0.2.8"}`, nil, 404, `{"error":"192.0.2.8 is not blocked"}`},
 		{"unblock expired", "POST", "/unblock", `{"ip":"198.51.100.1"}`, nil, 404, `{"error":"198.51.100.1 is not blocked"}`},
 		{"unblock no IP", "POST", "/unblock", `{"ip":"192.0.2"}`, nil, 400, `{"error":"invalid ip: \"192.0.2\" is not an IP address"}`},
 		{"unblock IPv4 prefix", "POST", "/unblock", `{"ip":"192.0.2.0/24"}`, nil, 400, `{"error":"invalid ip: \"192.0.2.0/24\" is not an IP address"}`},
 		{"unblock zone", "POST", "/unblock", `{"ip":"fe80::1%eth0"}`, nil, 400, `{"error":"invalid ip: \"fe80::1%eth0\" is not an IP address"}`},
-		{"unblock missing", "POST", "/unblock", `{}`, nil, 400, `{"error":"invalid ip: \"\" is not an IP address"}`},
+		{"unblock empty ip", "POST", "/unblock", `{"ip":""}`, nil, 400, `{"error":"invalid ip: \"\" is not an IP address"}`},
+		{"unblock account as ip", "POST", "/unblock", `{"ip":"jan@example.cz"}`, nil, 400, `{"error":"invalid ip: \"jan@example.cz\" is an account: give it as \"account\""}`},
+		{"unblock ip as account", "POST", "/unblock", `{"account":"192.0.2.7"}`, nil, 400, `{"error":"invalid account: \"192.0.2.7\" is not a full address (local@domain)"}`},
+		{"unblock empty account", "POST", "/unblock", `{"account":""}`, nil, 400, `{"error":"invalid account: \"\" is not a full address (local@domain)"}`},
+		{"unblock both", "POST", "/unblock", `{"ip":"192.0.2.7","account":"jan@example.cz"}`, nil, 400, `{"error":"invalid request: give \"ip\" or \"account\", not both"}`},
+		{"unblock missing", "POST", "/unblock", `{}`, nil, 400, `{"error":"invalid request: give \"ip\" (an IP address) or \"account\" (a full e-mail address)"}`},
+		{"unblock null", "POST", "/unblock", `{"ip":null}`, nil, 400, `{"error":"invalid request: give \"ip\" (an IP address) or \"account\" (a full e-mail address)"}`},
 		{"unblock unknown field", "POST", "/unblock", `{"ip":"192.0.2.7","all":true}`, nil, 400, `{"error":"invalid request body: json: unknown field \"all\""}`},
 		{"unblock not JSON", "POST", "/unblock", `ip=192.0.2.7`, nil, 400, `{"error":"invalid request body: invalid character 'i' looking for beginning of value"}`},
 		{"unblock two values", "POST", "/unblock", `{"ip":"192.0.2.7"}{}`, nil, 400, `{"error":"invalid request body: more than one JSON value"}`},
 		{"unblock by GET", "GET", "/unblock", "", nil, 405, `{"error":"/unblock wants POST, not GET"}`},
 		{"unblock failing", "POST", "/unblock", `{"ip":"192.0.2.7"}`, errors.New("store closed"), 500, `{"error":"store closed"}`},
+		{"unblock account failing", "POST", "/unblock", `{"account":"jan@example.cz"}`, errors.New("store closed"), 500, `{"error":"store closed"}`},
 
 		{"block", "POST", "/block", `{"ip":"203.0.113.9","duration":"2h","reason":"phishing run"}`, nil, 200,
 			`{"subject":"203.0.113.9","rule":"R4","key":"r4|ip|203.0.113.9","until":"2026-05-04T14:00:00Z","reason":"phishing run","count":0}`},
@@ -98,7 +127,7 @@ func TestServer(t *testing.T) {
 
 		{"disable", "POST", "/account", `{"account":"Jan@Example.CZ","disabled":true}`, nil, 200, `{"account":"jan@example.cz","disabled":true}`},
 		{"enable", "POST", "/account", `{"account":"jan@example.cz","disabled":false}`, nil, 200, `{"account":"jan@example.cz","disabled":false}`},
-		{"account unknown", "POST", "/account", `{"account":"eva@example.cz","disabled":true}`, nil, 404, `{"error":"not found: no account eva@example.cz"}`},
+		{"account unknown", "POST", "/account", `{"account":"nobody@example.cz","disabled":true}`, nil, 404, `{"error":"not found: no account nobody@example.cz"}`},
 		{"account not an address", "POST", "/account", `{"account":"jan","disabled":true}`, nil, 400, `{"error":"invalid account: \"jan\" is not a full address (local@domain)"}`},
 		{"account without disabled", "POST", "/account", `{"account":"jan@example.cz"}`, nil, 400, `{"error":"invalid request: \"disabled\" is required (true or false)"}`},
 
@@ -178,20 +207,29 @@ func TestServerChanges(t *testing.T) {
 	check("/unblock", `{"ip":"192.0.2.7"}`, 404)
 	check("/block", `{"ip":"2001:db8:1:2::5","duration":"1h"}`, 200)
 	check("/unblock", `{"ip":"2001:db8:1:2::/64"}`, 200)
+	check("/unblock", `{"account":"jan@example.cz"}`, 200)
+	check("/unblock", `{"account":"jan@example.cz"}`, 404)
+	check("/unblock", `{"account":"spam@example.cz"}`, 200)
+	check("/unblock", `{"account":"off@example.cz"}`, 409)
 	check("/account", `{"account":"jan@example.cz","disabled":true}`, 200)
 	if !b.Disabled("jan@example.cz") {
 		t.Error("jan@example.cz not disabled")
+	}
+	if !b.Disabled("off@example.cz") || !b.Disabled("spam@example.cz") {
+		t.Error("unblock enabled a disabled account")
 	}
 	b.Fail(errors.New("store closed"))
 	check("/unblock", `{"ip":"192.0.2.7"}`, 500)
 	b.Fail(nil)
 	bs, _ := b.Blocks(context.Background())
-	if len(bs) != 1 || bs[0].Key != "r15|account|jan@example.cz" {
+	if len(bs) != 1 || bs[0].Key != "r15|ip|203.0.113.5" {
 		t.Errorf("blocks left: %v", bs)
 	}
-	const want = `level=INFO msg="admin API: unblocked" ip=192.0.2.7
+	const want = `level=INFO msg="admin API: unblocked" ip=192.0.2.7 lifted=r4|ip|192.0.2.7
 level=INFO msg="admin API: blocked" ip=2001:db8:1:2::5 for=1h0m0s until=2026-05-04T13:00:00.000Z reason="blocked by support"
-level=INFO msg="admin API: unblocked" ip=2001:db8:1:2::
+level=INFO msg="admin API: unblocked" ip=2001:db8:1:2:: lifted=r4|ip|2001:db8:1:2::/64
+level=INFO msg="admin API: unblocked" account=jan@example.cz lifted=r15|account|jan@example.cz
+level=INFO msg="admin API: unblocked" account=spam@example.cz lifted=r15|account|spam@example.cz still_disabled=true
 level=INFO msg="admin API: account" account=jan@example.cz disabled=true
 level=ERROR msg="admin API: backend failed" method=POST path=/unblock error="store closed"
 `

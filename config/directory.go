@@ -49,6 +49,9 @@ type Group struct {
 	// the domain signs nothing. The content filter loads the key; policyd
 	// never reads it.
 	DKIMSelector, DKIMKey string
+	// DKIMLine is the line of dkim_key in the file, for the errors of
+	// loading the key.
+	DKIMLine int
 }
 
 // Account is an entry of the directory.
@@ -88,7 +91,7 @@ func ParseDirectory(name string, data []byte) (*Directory, error) {
 			d.errorf(path+".name", "%v", err)
 			continue
 		}
-		g := &Group{Name: name, DKIMSelector: e.DKIMSelector, DKIMKey: e.DKIMKey}
+		g := &Group{Name: name, DKIMSelector: e.DKIMSelector, DKIMKey: e.DKIMKey, DKIMLine: d.line(path + ".dkim_key")}
 		switch {
 		case (e.DKIMSelector == "") != (e.DKIMKey == ""):
 			d.errorf(path+".dkim_key", "dkim_selector and dkim_key go together")

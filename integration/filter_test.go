@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
+	"relayguard/dkim"
 	"relayguard/integration/harness"
 	"relayguard/scan/scantest"
 )
@@ -135,6 +140,104 @@ func TestDKIMSigned(t *testing.T) {
 	}
 }
 
+// R19: SIGHUP makes the content filter read the directory's DKIM keys
+// again. A key added to the directory signs the next message; a reload
+// with a broken key keeps the keys in force and logs the error with its
+// file:line.
+func TestDKIMReload(t *testing.T) {
+	signer, pemKey, err := dkim.Generate("ed25519", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "granted.test.hup.key")
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	txt := map[string]string{
+		"e2e._domainkey.example.cz":   env.dkimTXT,
+		"hup._domainkey.granted.test": dkimTXTValue(dkim.TXTRecord("hup", "granted.test", signer.Public())),
+	}
+	withKey := func(key string) string {
+		return strings.Replace(directory, "name = \"granted.test\"\n", fmt.Sprintf("name = \"granted.test\"\ndkim_selector = \"hup\"\ndkim_key = %q\n", key), 1)
+	}
+	granted := tx{local: "127.0.0.107", login: "x@granted.test", from: "x@granted.test", to: rcpt}
+	jan := tx{local: "127.0.0.107", login: "jan@example.cz", from: "jan@example.cz", to: rcpt}
+	t.Cleanup(func() { reloadFilter(t, directory, `msg="DKIM keys reloaded"`) })
+
+	if got := signedBy(t, granted, txt); got != "" {
+		t.Fatalf("before the key: granted.test's mail signed by %s", got)
+	}
+	reloadFilter(t, withKey(keyFile), `msg="DKIM keys reloaded" directory=`+env.directory+` signed="example.cz granted.test" added=granted.test removed="" replaced=""`)
+	if got := signedBy(t, granted, txt); got != "granted.test" {
+		t.Errorf("after the reload: granted.test's mail signed by %q", got)
+	}
+	if got := signedBy(t, jan, txt); got != "example.cz" {
+		t.Errorf("after the reload: example.cz's mail signed by %q", got)
+	}
+
+	missing := filepath.Join(filepath.Dir(keyFile), "missing.key")
+	broken := withKey(missing)
+	line := strings.Count(broken[:strings.Index(broken, "dkim_key = \""+missing)], "\n") + 1
+	reloadFilter(t, broken, fmt.Sprintf(`msg="DKIM key reload failed, keeping the previous keys" directory=%s error="%s:%d: domain granted.test: dkim: key file: open %s: no such file or directory"`,
+		env.directory, env.directory, line, missing))
+	if got := signedBy(t, granted, txt); got != "granted.test" {
+		t.Errorf("after a broken reload: granted.test's mail signed by %q, want the key kept", got)
+	}
+}
+
+// reloadFilter writes the directory file, sends SIGHUP to the content
+// filter and waits for its log line that contains logged.
+func reloadFilter(t *testing.T, content, logged string) {
+	t.Helper()
+	count := func() int { return strings.Count(readFile(env.filter.log), logged) }
+	before := count()
+	if err := os.WriteFile(env.directory, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.filter.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("the content filter did not log %s after SIGHUP", logged)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// signedBy sends x, waits for it at the next hop, and returns the domain
+// of its DKIM signature, verified with the TXT records txt; "" when it is
+// not signed.
+func signedBy(t *testing.T, x tx, txt map[string]string) string {
+	t.Helper()
+	stage, line, subject := x.run(t)
+	if stage != "" {
+		t.Fatalf("%s refused at %s: %q", x.from, stage, line)
+	}
+	m, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, []byte("Subject: "+subject+"\r\n")) }, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := msgauth.VerifyWithOptions(bytes.NewReader(m.Data), &msgauth.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if v, ok := txt[name]; ok {
+				return []string{v}, nil
+			}
+			return nil, fmt.Errorf("no TXT for %s", name)
+		},
+	})
+	switch {
+	case err != nil:
+		t.Fatalf("verification: %v\n%s", err, m.Data)
+	case len(vs) == 0:
+		return ""
+	case len(vs) > 1 || vs[0].Err != nil:
+		t.Fatalf("verification: %+v\n%s", vs, m.Data[:min(len(m.Data), 800)])
+	}
+	return vs[0].Domain
+}
+
 // A 20 MB message goes through the filter (spooled to disk) whole.
 func TestLargeMessage(t *testing.T) {
 	line := strings.Repeat("0123456789", 7) + "\r\n"
@@ -155,12 +258,15 @@ func TestLargeMessage(t *testing.T) {
 
 // R15: within the allowance (2 a day in the test configuration) spam passes
 // tagged; past it the filter refuses it, and policyd refuses all mail of the
-// account and of the address until the block ends.
+// account and of the address until the block ends, or until support lifts
+// the account's block and then the address's with `relayguard unblock`.
 func TestSpamAllowance(t *testing.T) {
 	gtube := func(from string) string {
 		return "From: <" + from + ">\r\nTo: <someone@dest.test>\r\nSubject: offer " + fmt.Sprint(time.Now().UnixNano()) +
 			"\r\n\r\n" + string(scantest.GTUBE()) + "\r\n"
 	}
+	// send returns the stage and line of a refusal, or "" and the reply
+	// to the end of DATA.
 	send := func(local, login, msg string) (string, string) {
 		c := session(t, local, login)
 		if line, err := c.Mail(login); err != nil {
@@ -169,10 +275,11 @@ func TestSpamAllowance(t *testing.T) {
 		if line, err := c.Rcpt("someone@dest.test"); err != nil {
 			return "RCPT", line
 		}
-		if line, err := c.Data([]byte(msg)); err != nil {
+		line, err := c.Data([]byte(msg))
+		if err != nil {
 			return "DATA", line
 		}
-		return "", ""
+		return "", line
 	}
 	for i := range 2 {
 		if stage, line := send("127.0.0.111", "spam@example.cz", gtube("spam@example.cz")); stage != "" {
@@ -190,7 +297,46 @@ func TestSpamAllowance(t *testing.T) {
 	if !strings.Contains(blocks, "spam@example.cz") || !strings.Contains(blocks, "127.0.0.111") || !strings.Contains(blocks, "spam allowance") {
 		t.Errorf("relayguard blocks:\n%s", blocks)
 	}
+
+	// clean sends a clean message and asserts the reply to its end of
+	// DATA, and that it reaches the next hop.
+	clean := func(local, login string) {
+		t.Helper()
+		subject := fmt.Sprintf("clean %d", serial.Add(1))
+		stage, line := send(local, login, "From: <"+login+">\r\nTo: <someone@dest.test>\r\nSubject: "+subject+"\r\n\r\nHello.\r\n")
+		if !queued.MatchString(line) || stage != "" {
+			t.Fatalf("%s from %s after the unblock: %s %q, want %q", login, local, stage, line, queued)
+		}
+		if _, err := env.lab.Sink.WaitFor(func(m harness.Msg) bool { return bytes.Contains(m.Data, []byte("Subject: "+subject+"\r\n")) }, 30*time.Second); err != nil {
+			t.Fatalf("accepted (%q) but not relayed: %v", line, err)
+		}
+	}
+	unblocked := func(subject, rule string) {
+		t.Helper()
+		out := relayguard(t, "unblock", subject)
+		want := regexp.MustCompile(`^` + regexp.QuoteMeta(subject+" unblocked:\n  "+rule+"  spam allowance of 2 per 24h0m0s spent  would have ended ") + `.+ \(in 2[34]h[0-9]*m?\)\n$`)
+		if !want.MatchString(out) {
+			t.Errorf("relayguard unblock %s:\n%s\nwant %s", subject, out, want)
+		}
+	}
+
+	// The account: it sends again from another address; the address
+	// stays blocked for everyone.
+	unblocked("spam@example.cz", "R15")
+	clean("127.0.0.112", "spam@example.cz")
+	stage, line = send("127.0.0.111", "spam@example.cz", "Subject: clean\r\n\r\nHello.\r\n")
+	expect(t, stage, line, "MAIL", violation, "R15")
+	// The address: then the account sends from it too.
+	unblocked("127.0.0.111", "R15")
+	clean("127.0.0.111", "other@example.cz")
+	clean("127.0.0.111", "spam@example.cz")
+	if blocks := relayguard(t, "blocks"); strings.Contains(blocks, "spam@example.cz") || strings.Contains(blocks, "127.0.0.111") {
+		t.Errorf("relayguard blocks after the unblocks:\n%s", blocks)
+	}
 }
+
+// queued is Postfix's reply to an accepted message.
+var queued = regexp.MustCompile(`^250 2\.0\.0 Ok: queued as [0-9A-Za-z]+$`)
 
 // expectFilter asserts a refusal by the content filter, whose id is in its log.
 func expectFilter(t *testing.T, stage, line, wantStage, want string) {

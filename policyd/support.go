@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -41,15 +42,47 @@ func (s *Support) r4Key(ip netip.Addr) string {
 	return authpolicy.BlockKey(ip, s.Config.Rules.AuthFailures.IPv6Prefix)
 }
 
-// Unblock lifts an address's block and forgets its failures, so that the
-// next typo does not block it again at once.
-func (s *Support) Unblock(ctx context.Context, ip netip.Addr) (bool, error) {
-	key := s.r4Key(ip)
-	was, err := s.Store.Unblock(ctx, key)
-	if err != nil {
-		return false, err
+// Unblock lifts the blocks of an address (R4's, which support's Block
+// makes too, and R15's) or of an account (R15's), and forgets the counts
+// behind them (failed authentications, spam messages): the next typo or
+// spam message does not block again at once. It returns the blocks that
+// were in force. An account's R3 flag is never lifted here, only reported:
+// SetAccountDisabled gives the access back.
+func (s *Support) Unblock(ctx context.Context, subj admin.Subject) ([]limits.Block, bool, error) {
+	r := &s.Config.Rules
+	var keys []string
+	switch {
+	case subj.Account != "":
+		keys = spamKeys(&r.SpamAllowance, subj.Account, netip.Addr{})
+	case subj.IP.IsValid():
+		keys = append([]string{s.r4Key(subj.IP)}, spamKeys(&r.SpamAllowance, "", subj.IP)...)
+	default:
+		return nil, false, errors.New("unblock: neither an account nor an address")
 	}
-	return was, s.Store.Reset(ctx, key)
+	now := s.Now()
+	var lifted []limits.Block
+	for _, key := range keys {
+		b, blocked, err := s.Store.Blocked(ctx, key, now)
+		if err != nil {
+			return nil, false, err
+		}
+		if blocked {
+			lifted = append(lifted, b)
+		}
+		// An expired block, which the store keeps until its clean-up,
+		// goes too, unreported.
+		if _, err := s.Store.Unblock(ctx, key); err != nil {
+			return nil, false, err
+		}
+		if err := s.Store.Reset(ctx, key); err != nil {
+			return nil, false, err
+		}
+	}
+	if subj.Account == "" {
+		return lifted, false, nil
+	}
+	disabled, err := AccountDisabled(ctx, s.Store, subj.Account, now)
+	return lifted, disabled, err
 }
 
 // Block refuses an address at connect (R4's reply) for d.

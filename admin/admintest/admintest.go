@@ -21,8 +21,9 @@ import (
 )
 
 // Backend is an admin.Backend in memory. It blocks an IP as R4 does, under
-// the key "r4|ip|SUBJECT" (IPv6 per /64), and knows the accounts given to
-// AddAccount only.
+// the key "r4|ip|SUBJECT" (IPv6 per /64); it unblocks an IP's "r4|ip" and
+// "r15|ip" keys and an account's "r15|account" key, as policyd does; it
+// knows the accounts given to AddAccount only.
 type Backend struct {
 	now func() time.Time
 
@@ -112,16 +113,26 @@ func (b *Backend) Blocks(context.Context) ([]limits.Block, error) {
 
 func ipKey(ip netip.Addr) string { return subject.Key("r4", "ip", subject.IP(ip, 64)) }
 
-// Unblock implements admin.Backend.
-func (b *Backend) Unblock(_ context.Context, ip netip.Addr) (bool, error) {
+// Unblock implements admin.Backend: it lifts the blocks in force of the
+// subject's keys, and reports an account's disabled flag.
+func (b *Backend) Unblock(_ context.Context, s admin.Subject) ([]limits.Block, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {
-		return false, b.err
+		return nil, false, b.err
 	}
-	bl, ok := b.blocks[ipKey(ip)]
-	delete(b.blocks, ipKey(ip))
-	return ok && bl.Until.After(b.now()), nil
+	keys := []string{subject.Key("r15", "account", s.Account)}
+	if s.Account == "" {
+		keys = []string{ipKey(s.IP), subject.Key("r15", "ip", subject.IP(s.IP, 64))}
+	}
+	var lifted []limits.Block
+	for _, k := range keys {
+		if bl, ok := b.blocks[k]; ok && bl.Until.After(b.now()) {
+			lifted = append(lifted, bl)
+		}
+		delete(b.blocks, k)
+	}
+	return lifted, b.accounts[s.Account], nil
 }
 
 // Block implements admin.Backend.

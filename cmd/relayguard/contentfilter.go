@@ -5,13 +5,13 @@ package main
 // connections and trusts their XFORWARD attributes (the original client),
 // so it must be reachable by Postfix only. It connects to Postfix's
 // reinjection service only. It needs no privilege beyond writing its spool
-// directory; run it as its own unprivileged user.
+// directory and reading the DKIM keys; run it as its own unprivileged user.
+// SIGHUP reloads the DKIM keys of the directory; SIGTERM finishes the
+// messages in progress and stops.
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -21,44 +21,8 @@ import (
 	"relayguard/admin"
 	"relayguard/config"
 	"relayguard/contentfilter"
-	"relayguard/dkim"
-	"relayguard/mailaddr"
 	"relayguard/policyd"
 )
-
-// dkimSigner loads the DKIM keys the directory names (R19); nil when none.
-func dkimSigner(cfg *config.Config, log *slog.Logger) (func(io.Writer, io.Reader, *contentfilter.Message) error, error) {
-	dir, err := config.LoadDirectory(cfg.Policyd.Directory)
-	if err != nil {
-		return nil, err
-	}
-	var keys []*dkim.Key
-	for _, g := range dir.Groups() {
-		if g.DKIMKey == "" {
-			continue
-		}
-		k, err := dkim.LoadKey(g.Name, g.DKIMSelector, g.DKIMKey)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
-		log.Info("DKIM key loaded", "domain", g.Name, "selector", g.DKIMSelector, "algorithm", k.Algorithm)
-	}
-	if len(keys) == 0 {
-		log.Info("DKIM: no domain has a key in the directory, nothing is signed")
-		return nil, nil
-	}
-	signer := dkim.NewSigner(keys)
-	signer.SameOwner = dir.SameOwner
-	return func(w io.Writer, r io.Reader, m *contentfilter.Message) error {
-		domain := ""
-		if _, d, err := mailaddr.Split(m.Sender); err == nil {
-			domain = d
-		}
-		_, err := signer.Sign(w, r, domain)
-		return err
-	}, nil
-}
 
 func runContentFilter(path string) error {
 	cfg, err := config.Load(path)
@@ -90,12 +54,12 @@ func runContentFilter(path string) error {
 	log.Info("rule", "id", "R17", "name", "attachments", "mode", r.Attachments.Mode, "extensions", len(r.Attachments.Extensions))
 	log.Info("rule", "id", "R16", "name", "virus", "mode", r.Virus.Mode, "clamd", r.Virus.Clamd, "fail", r.Virus.Fail)
 	log.Info("rule", "id", "R15", "name", "spam", "mode", r.Spam.Mode, "rspamd", r.Spam.Rspamd, "threshold", r.Spam.Threshold, "fail", r.Spam.Fail)
-	sign, err := dkimSigner(cfg, log)
+	signing, err := newDKIMSigning(cfg.Policyd.Directory, log)
 	if err != nil {
 		return err
 	}
 	srv := &contentfilter.Server{
-		Hostname: hostname, NextHop: f.NextHop, MaxSize: int64(f.MaxSize), Checker: checks, Sign: sign,
+		Hostname: hostname, NextHop: f.NextHop, MaxSize: int64(f.MaxSize), Checker: checks, Sign: signing.sign,
 		SpoolDir: f.SpoolDir, SpoolThreshold: int64(f.SpoolThreshold), Timeout: f.Timeout,
 		AfterQueue: f.Mode == config.AfterQueue, Log: log,
 	}
@@ -108,14 +72,22 @@ func runContentFilter(path string) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("content filter: %w", err)
-	case s := <-sig:
-		log.Info("shutting down: finishing the messages in progress", "signal", s.String())
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return srv.Close(ctx)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("content filter: %w", err)
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				// The DKIM keys of the directory (R19); messages
+				// being signed finish with the previous ones.
+				signing.reload()
+				continue
+			}
+			log.Info("shutting down: finishing the messages in progress", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return srv.Close(ctx)
+		}
 	}
 }

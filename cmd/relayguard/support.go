@@ -46,10 +46,15 @@ func (s supportCLI) commands() []*cli.Command {
 		},
 		{
 			Name:      "unblock",
-			Usage:     "lift the block of an address",
-			ArgsUsage: "IP",
-			Flags:     s.flags(),
-			Action:    s.unblock,
+			Usage:     "lift the blocks of an address (R4, R15) or of an account (R15)",
+			ArgsUsage: "IP|ACCOUNT",
+			Description: "Lifts every block of an address that support may lift: R4's (failed authentications, and\n" +
+				"`relayguard block`) and R15's (spam allowance spent); or of an account (a full e-mail address):\n" +
+				"R15's. The counts behind them are forgotten, so that the next failure or spam message does\n" +
+				"not block again at once. It does not give back the SMTP access of an account that support\n" +
+				"disabled (R3, shown by blocks): `relayguard account enable ACCOUNT` does.",
+			Flags:  s.flags(),
+			Action: s.unblock,
 		},
 		{
 			Name:      "block",
@@ -196,7 +201,7 @@ func (s supportCLI) unblock(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ip, err := admin.ParseIP(arg)
+	subj, err := admin.ParseSubject(arg)
 	if err != nil {
 		return err
 	}
@@ -204,15 +209,25 @@ func (s supportCLI) unblock(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ok, err := cl.Unblock(c.Context, ip)
+	u, err := cl.Unblock(c.Context, subj)
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("%s is not blocked", arg)
+	shown := arg // an IPv6 prefix as the user wrote it
+	if subj.Account != "" {
+		shown = subj.Account
 	}
-	return s.print(c, admin.Unblocked{IP: ip.String(), Unblocked: true}, func(w io.Writer) {
-		fmt.Fprintf(w, "%s unblocked\n", arg)
+	if !u.Unblocked {
+		return fmt.Errorf("%s is not blocked", shown)
+	}
+	return s.print(c, u, func(w io.Writer) {
+		fmt.Fprintf(w, "%s unblocked:\n", shown)
+		for _, b := range u.Lifted {
+			fmt.Fprintf(w, "  %s\t%s\twould have ended %s\n", b.Rule, b.Reason, s.at(b.Until, "2006-01-02 15:04 MST"))
+		}
+		if u.Disabled {
+			fmt.Fprintf(w, "%s: SMTP access stays disabled (R3): \"relayguard account enable %[1]s\" turns it on\n", shown)
+		}
 	})
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,14 +20,24 @@ import (
 
 var supportNow = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
 
-// supportServer serves a Backend with two blocks, one account, its usage
-// and one decision, and returns it with its socket.
+// supportServer serves a Backend with the blocks of an address (R4, R15)
+// and of two accounts (R15), three accounts (two disabled, R3), the usage
+// of one and one decision, and returns it with its socket.
 func supportServer(t *testing.T) (*admintest.Backend, string) {
 	now := supportNow
 	b := admintest.New(func() time.Time { return now })
 	b.AddBlock(limits.Block{Key: "r4|ip|192.0.2.7", Until: now.Add(42 * time.Minute), Reason: "11 failed authentications in 1h", Count: 11})
+	b.AddBlock(limits.Block{Key: "r15|ip|192.0.2.7", Until: now.Add(23 * time.Hour), Reason: "spam allowance of 10 per 24h0m0s spent", Count: 11})
 	b.AddBlock(limits.Block{Key: "r15|account|jan@example.cz", Until: now.Add(20*time.Hour + 30*time.Minute), Reason: "spam allowance spent", Count: 12})
-	b.AddAccount("jan@example.cz")
+	b.AddBlock(limits.Block{Key: "r15|account|spam@example.cz", Until: now.Add(5 * time.Hour), Reason: "spam allowance of 10 per 24h0m0s spent", Count: 11})
+	for _, a := range []string{"jan@example.cz", "off@example.cz", "spam@example.cz"} {
+		b.AddAccount(a)
+	}
+	for _, a := range []string{"off@example.cz", "spam@example.cz"} {
+		if err := b.SetAccountDisabled(context.Background(), a, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b.AddUsage("jan@example.cz",
 		admin.UsageLine{Rule: "R10", Subject: "jan@example.cz", Window: "1m", Used: 12, Limit: 250},
 		admin.UsageLine{Rule: "R10", Subject: "jan@example.cz", Window: "1h", Used: 1000, Limit: 1000, FreesAt: now.Add(42 * time.Minute)},
@@ -68,9 +79,11 @@ func TestSupportCommands(t *testing.T) {
 		out, fail string
 	}{
 		{[]string{"blocks"}, `
-ADDRESS         RULE  REASON                           COUNT  EXPIRES
-jan@example.cz  R15   spam allowance spent             12     2026-05-05 10:30 CEST (in 20h30m)
-192.0.2.7       R4    11 failed authentications in 1h  11     2026-05-04 14:42 CEST (in 42m)
+ADDRESS          RULE  REASON                                  COUNT  EXPIRES
+jan@example.cz   R15   spam allowance spent                    12     2026-05-05 10:30 CEST (in 20h30m)
+spam@example.cz  R15   spam allowance of 10 per 24h0m0s spent  11     2026-05-04 19:00 CEST (in 5h)
+192.0.2.7        R15   spam allowance of 10 per 24h0m0s spent  11     2026-05-05 13:00 CEST (in 23h)
+192.0.2.7        R4    11 failed authentications in 1h         11     2026-05-04 14:42 CEST (in 42m)
 `, ""},
 		{[]string{"blocks", "--json"}, `
 [
@@ -81,6 +94,22 @@ jan@example.cz  R15   spam allowance spent             12     2026-05-05 10:30 C
     "until": "2026-05-05T08:30:00Z",
     "reason": "spam allowance spent",
     "count": 12
+  },
+  {
+    "subject": "spam@example.cz",
+    "rule": "R15",
+    "key": "r15|account|spam@example.cz",
+    "until": "2026-05-04T17:00:00Z",
+    "reason": "spam allowance of 10 per 24h0m0s spent",
+    "count": 11
+  },
+  {
+    "subject": "192.0.2.7",
+    "rule": "R15",
+    "key": "r15|ip|192.0.2.7",
+    "until": "2026-05-05T11:00:00Z",
+    "reason": "spam allowance of 10 per 24h0m0s spent",
+    "count": 11
   },
   {
     "subject": "192.0.2.7",
@@ -94,12 +123,29 @@ jan@example.cz  R15   spam allowance spent             12     2026-05-05 10:30 C
 `, ""},
 		{[]string{"blocks", "192.0.2.7"}, "", "usage: relayguard blocks "},
 
-		{[]string{"unblock", "192.0.2.7"}, "\n192.0.2.7 unblocked\n", ""},
+		// unblock IP lifts R4 and R15; unblock ACCOUNT lifts R15, never R3.
+		{[]string{"unblock", "192.0.2.7"}, `
+192.0.2.7 unblocked:
+  R4   11 failed authentications in 1h         would have ended 2026-05-04 14:42 CEST (in 42m)
+  R15  spam allowance of 10 per 24h0m0s spent  would have ended 2026-05-05 13:00 CEST (in 23h)
+`, ""},
 		{[]string{"unblock", "192.0.2.7"}, "", "192.0.2.7 is not blocked"},
 		{[]string{"unblock", "--json", "192.0.2.7"}, "", "192.0.2.7 is not blocked"},
-		{[]string{"unblock", "192.0.2"}, "", `"192.0.2" is not an IP address`},
-		{[]string{"unblock"}, "", "usage: relayguard unblock IP"},
-		{[]string{"unblock", "192.0.2.7", "192.0.2.8"}, "", "usage: relayguard unblock IP"},
+		{[]string{"unblock", "Jan@Example.CZ"}, `
+jan@example.cz unblocked:
+  R15  spam allowance spent  would have ended 2026-05-05 10:30 CEST (in 20h30m)
+`, ""},
+		{[]string{"unblock", "jan@example.cz"}, "", "jan@example.cz is not blocked"},
+		{[]string{"unblock", "spam@example.cz"}, `
+spam@example.cz unblocked:
+  R15  spam allowance of 10 per 24h0m0s spent  would have ended 2026-05-04 19:00 CEST (in 5h)
+spam@example.cz: SMTP access stays disabled (R3): "relayguard account enable spam@example.cz" turns it on
+`, ""},
+		{[]string{"unblock", "off@example.cz"}, "", `off@example.cz is not blocked, but its SMTP access is disabled (R3), which unblock does not change: "relayguard account enable off@example.cz" turns it on`},
+		{[]string{"unblock", "192.0.2"}, "", `"192.0.2" is neither an account (a full e-mail address) nor an IP address`},
+		{[]string{"unblock", "jan@"}, "", `"jan@" is not a full address (local@domain)`},
+		{[]string{"unblock"}, "", "usage: relayguard unblock IP|ACCOUNT"},
+		{[]string{"unblock", "192.0.2.7", "jan@example.cz"}, "", "usage: relayguard unblock IP|ACCOUNT"},
 
 		{[]string{"block", "203.0.113.9", "--for", "2h", "--reason", "phishing run"}, "\n203.0.113.9 blocked until 2026-05-04 16:00 CEST (in 2h): phishing run\n", ""},
 		{[]string{"block", "--for", "90m", "2001:db8:1:2::99"}, "\n2001:db8:1:2::/64 blocked until 2026-05-04 15:30 CEST (in 1h30m): blocked by support\n", ""},
@@ -118,13 +164,28 @@ jan@example.cz  R15   spam allowance spent             12     2026-05-05 10:30 C
 		{[]string{"block", "203.0.113.9", "--for", "2d"}, "", `invalid value "2d" for flag -for: parse error`},
 		{[]string{"block", "203.0.113.9", "--for", "1h", "--reason", "a\tb"}, "", "invalid reason: one line of text, without control characters"},
 		{[]string{"blocks"}, `
-ADDRESS            RULE  REASON                COUNT  EXPIRES
-jan@example.cz     R15   spam allowance spent  12     2026-05-05 10:30 CEST (in 20h30m)
-198.51.100.4       R4    blocked by support    -      2026-05-04 14:30 CEST (in 30m)
-2001:db8:1:2::/64  R4    blocked by support    -      2026-05-04 15:30 CEST (in 1h30m)
-203.0.113.9        R4    phishing run          -      2026-05-04 16:00 CEST (in 2h)
+ADDRESS            RULE  REASON              COUNT  EXPIRES
+198.51.100.4       R4    blocked by support  -      2026-05-04 14:30 CEST (in 30m)
+2001:db8:1:2::/64  R4    blocked by support  -      2026-05-04 15:30 CEST (in 1h30m)
+203.0.113.9        R4    phishing run        -      2026-05-04 16:00 CEST (in 2h)
 `, ""},
-		{[]string{"unblock", "2001:db8:1:2::/64"}, "\n2001:db8:1:2::/64 unblocked\n", ""},
+		{[]string{"unblock", "--json", "2001:db8:1:2::/64"}, `
+{
+  "ip": "2001:db8:1:2::",
+  "unblocked": true,
+  "lifted": [
+    {
+      "subject": "2001:db8:1:2::/64",
+      "rule": "R4",
+      "key": "r4|ip|2001:db8:1:2::/64",
+      "until": "2026-05-04T13:30:00Z",
+      "reason": "blocked by support",
+      "count": 0
+    }
+  ]
+}
+`, ""},
+		{[]string{"unblock", "2001:db8:1:2::99"}, "", "2001:db8:1:2::99 is not blocked"},
 
 		{[]string{"account", "disable", "Jan@Example.CZ"}, "\njan@example.cz: SMTP access disabled\n", ""},
 		{[]string{"account", "enable", "--json", "jan@example.cz"}, "\n{\n  \"account\": \"jan@example.cz\",\n  \"disabled\": false\n}\n", ""},
@@ -211,6 +272,9 @@ counters:   r10|account|jan@example.cz|1h = 1001
 	}
 	if b.Disabled("jan@example.cz") {
 		t.Error("jan@example.cz left disabled")
+	}
+	if !b.Disabled("off@example.cz") || !b.Disabled("spam@example.cz") {
+		t.Error("unblock enabled a disabled account")
 	}
 }
 
