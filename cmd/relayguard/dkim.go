@@ -99,7 +99,8 @@ Give it to the user the content filter runs as (chown); no one else may read it.
 %s
 
 2. Then add these lines to the [[domain]] entry of %s in the directory file,
-   and reload relayguard (SIGHUP):
+   and reload the content filter (systemctl reload relayguard-contentfilter,
+   or SIGHUP):
 
 dkim_selector = %q
 dkim_key = %q

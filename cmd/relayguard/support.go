@@ -185,7 +185,7 @@ func (s supportCLI) blocks(c *cli.Context) error {
 			fmt.Fprintln(w, "nothing is blocked")
 			return
 		}
-		fmt.Fprintln(w, "ADDRESS\tRULE\tREASON\tCOUNT\tEXPIRES")
+		fmt.Fprintln(w, "SUBJECT\tRULE\tREASON\tCOUNT\tEXPIRES")
 		for _, b := range bs {
 			count := "-"
 			if b.Count > 0 {

@@ -79,7 +79,7 @@ func TestSupportCommands(t *testing.T) {
 		out, fail string
 	}{
 		{[]string{"blocks"}, `
-ADDRESS          RULE  REASON                                  COUNT  EXPIRES
+SUBJECT          RULE  REASON                                  COUNT  EXPIRES
 jan@example.cz   R15   spam allowance spent                    12     2026-05-05 10:30 CEST (in 20h30m)
 spam@example.cz  R15   spam allowance of 10 per 24h0m0s spent  11     2026-05-04 19:00 CEST (in 5h)
 192.0.2.7        R15   spam allowance of 10 per 24h0m0s spent  11     2026-05-05 13:00 CEST (in 23h)
@@ -164,7 +164,7 @@ spam@example.cz: SMTP access stays disabled (R3): "relayguard account enable spa
 		{[]string{"block", "203.0.113.9", "--for", "2d"}, "", `invalid value "2d" for flag -for: parse error`},
 		{[]string{"block", "203.0.113.9", "--for", "1h", "--reason", "a\tb"}, "", "invalid reason: one line of text, without control characters"},
 		{[]string{"blocks"}, `
-ADDRESS            RULE  REASON              COUNT  EXPIRES
+SUBJECT            RULE  REASON              COUNT  EXPIRES
 198.51.100.4       R4    blocked by support  -      2026-05-04 14:30 CEST (in 30m)
 2001:db8:1:2::/64  R4    blocked by support  -      2026-05-04 15:30 CEST (in 1h30m)
 203.0.113.9        R4    phishing run        -      2026-05-04 16:00 CEST (in 2h)
