@@ -37,7 +37,7 @@ e2e:
 	$(GO) test -race -count=1 -timeout=10m ./integration/...
 
 # Fuzz each parser of untrusted input for FUZZTIME; seeds live in testdata/.
-FUZZERS := policyd:FuzzDecode mailaddr:FuzzDomain milter:FuzzServe contentfilter:FuzzSession attachments:FuzzInspect \
+FUZZERS := policyd:FuzzDecode mailaddr:FuzzDomain limits:FuzzDecodeCounters milter:FuzzServe contentfilter:FuzzSession attachments:FuzzInspect \
 	authpolicy:FuzzRequest dkim:FuzzSign
 fuzz:
 	@set -e; for f in $(FUZZERS); do \

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -196,10 +195,10 @@ func (b *Badger) load() error {
 				if err != nil {
 					return err
 				}
-				cs = slices.DeleteFunc(cs, func(c counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
+				cs = cs.drop(func(c *counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
 				if len(cs) > 0 {
 					b.mem.shards[b.mem.shardOf(key)].counters[key] = cs
-					counters += len(cs)
+					counters += cs.len()
 				}
 				return nil
 			})
@@ -297,7 +296,9 @@ func (b *Badger) flush() error {
 			}
 			kv, k := appendCounters(nil, key, cs)
 			var expires time.Time
-			for _, c := range cs {
+			for pos := 0; pos < len(cs); {
+				var c counter
+				c, pos = cs.at(pos)
 				if e := c.expiresAt(); e.After(expires) {
 					expires = e
 				}

@@ -90,7 +90,7 @@ func TestBadgerRestart(t *testing.T) {
 		n := 0
 		for i := range b.mem.shards {
 			for _, cs := range b.mem.shards[i].counters {
-				n += len(cs)
+				n += cs.len()
 			}
 		}
 		return n
@@ -143,7 +143,7 @@ func TestBadgerFlushesOnTimer(t *testing.T) {
 	if err := b.Block(ctx, "ip", clk.Now().Add(time.Hour), "r4", 11); err != nil {
 		t.Fatal(err)
 	}
-	stored := func() (cs []counter, blocked bool) {
+	stored := func() (cs entry, blocked bool) {
 		err := b.db.View(func(txn *badger.Txn) error {
 			if item, err := txn.Get(counterKey("a")); err == nil {
 				v, err := item.ValueCopy(nil)
@@ -166,7 +166,7 @@ func TestBadgerFlushesOnTimer(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		cs, blocked := stored()
-		if len(cs) == 1 && cs[0].count(clk.Now()) == 3 && blocked {
+		if c, _, ok := cs.find(perHour.Window); ok && cs.len() == 1 && c.count(clk.Now()) == 3 && blocked {
 			break
 		}
 		if time.Now().After(deadline) {

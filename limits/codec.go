@@ -34,17 +34,15 @@ var errCorrupt = errors.New("corrupt entry")
 
 // appendCounters appends the entry of key's counters to b, key first, and
 // returns it and the length of the key part.
-func appendCounters(b []byte, key string, cs []counter) ([]byte, int) {
-	size := 1 + len(key) + 1
-	for _, c := range cs {
-		size += 3*binary.MaxVarintLen32 + len(c.buckets)*(binary.MaxVarintLen64+binary.MaxVarintLen32)
-	}
-	b = slices.Grow(b, size)
+func appendCounters(b []byte, key string, e entry) ([]byte, int) {
+	b = slices.Grow(b, 1+len(key)+1+len(e)*(binary.MaxVarintLen64+binary.MaxVarintLen32))
 	b = append(b, counterTag)
 	b = append(b, key...)
 	k := len(b)
-	b = binary.AppendUvarint(b, uint64(len(cs)))
-	for _, c := range cs {
+	b = binary.AppendUvarint(b, uint64(e.len()))
+	for pos := 0; pos < len(e); {
+		var c counter
+		c, pos = e.at(pos)
 		b = binary.AppendUvarint(b, uint64(c.w.Length))
 		b = binary.AppendUvarint(b, uint64(c.w.Buckets))
 		b = binary.AppendUvarint(b, uint64(len(c.buckets)))
@@ -63,7 +61,7 @@ func counterKey(key string) []byte {
 }
 
 // decodeCounters decodes the entry of a key's counters.
-func decodeCounters(k, v []byte) (string, []counter, error) {
+func decodeCounters(k, v []byte) (string, entry, error) {
 	if len(k) == 0 || k[0] != counterTag {
 		return "", nil, errCorrupt
 	}
@@ -72,31 +70,34 @@ func decodeCounters(k, v []byte) (string, []counter, error) {
 	if n > uint64(len(v)) {
 		return "", nil, errCorrupt
 	}
-	cs := make([]counter, 0, n)
+	var e entry
 	for range n {
 		length, buckets, nb := d.uvarint(), d.uvarint(), d.uvarint()
-		if d.err || length > 1<<62 || buckets > 1<<31 || nb > uint64(len(v)) {
+		if d.err || length > 1<<62 || buckets > maxBuckets || nb > uint64(len(v)) || nb > buckets+1 {
 			return "", nil, errCorrupt
 		}
-		c := counter{w: Window{Length: time.Duration(length), Buckets: int(buckets)}, buckets: make([]bucket, 0, nb)}
-		if c.w.validate() != nil {
+		w := Window{Length: time.Duration(length), Buckets: int(buckets)}
+		if w.validate() != nil {
 			return "", nil, errCorrupt
 		}
+		if _, _, dup := e.find(w); dup {
+			return "", nil, errCorrupt
+		}
+		e = append(e, header(w, int(nb)))
 		var prev int64
-		for range nb {
+		for i := range nb {
 			delta, count := d.varint(), d.uvarint()
-			if d.err || count == 0 || count > 1<<62 || (len(c.buckets) > 0 && delta <= 0) {
+			if d.err || count == 0 || count > 1<<62 || (i > 0 && delta <= 0) {
 				return "", nil, errCorrupt
 			}
 			prev += delta
-			c.buckets = append(c.buckets, bucket{idx: prev, n: int64(count)})
+			e = append(e, bucket{idx: prev, n: int64(count)})
 		}
-		cs = append(cs, c)
 	}
 	if d.err || len(d.b) != 0 {
 		return "", nil, errCorrupt
 	}
-	return string(k[1:]), cs, nil
+	return string(k[1:]), slices.Clip(e), nil
 }
 
 // decoder reads varints from b; a malformed one sets err.

@@ -162,9 +162,15 @@ func (w Window) String() string {
 	return w.Length.String() + "/" + strconv.Itoa(w.Buckets)
 }
 
+// maxBuckets bounds a window's buckets (an entry keeps the count in 32 bits).
+const maxBuckets = 1 << 20
+
 func (w Window) validate() error {
 	if w.Length <= 0 || w.Buckets <= 0 || w.Length%time.Duration(w.Buckets) != 0 {
 		return fmt.Errorf("limits: invalid window %s: the length must be a positive multiple of the bucket count", w)
+	}
+	if w.Buckets > maxBuckets {
+		return fmt.Errorf("limits: invalid window %s: more than %d buckets", w, maxBuckets)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ type Memory struct {
 // shard is one part of a Memory, holding the keys that hash to it.
 type shard struct {
 	mu        sync.Mutex
-	counters  map[string][]counter // by key, one counter per window
+	counters  map[string]entry // by key, one counter per window
 	blocks    map[string]Block
 	nextSweep int64 // Unix nanoseconds
 
@@ -60,7 +60,7 @@ func newMemory(persist bool) *Memory {
 	m := &Memory{seed: maphash.MakeSeed()}
 	for i := range m.shards {
 		s := &m.shards[i]
-		s.counters = make(map[string][]counter)
+		s.counters = make(map[string]entry)
 		s.blocks = make(map[string]Block)
 		if persist {
 			s.dirty = make(map[string]struct{})
@@ -103,13 +103,11 @@ func (m *Memory) sweepDue(idx []int, now time.Time) {
 // blocks that expired. The caller holds s.mu. Persisted copies expire by
 // their own TTL, so nothing is marked dirty.
 func (s *shard) sweep(now time.Time) {
-	for key, cs := range s.counters {
-		kept := slices.DeleteFunc(cs, func(c counter) bool {
-			return !c.expiresAt().Add(sweepGrace).After(now)
-		})
+	for key, e := range s.counters {
+		kept := e.drop(func(c *counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
 		if len(kept) == 0 {
 			delete(s.counters, key)
-		} else if len(kept) < len(cs) {
+		} else if len(kept) < len(e) {
 			s.counters[key] = kept
 		}
 	}
@@ -120,33 +118,21 @@ func (s *shard) sweep(now time.Time) {
 	}
 }
 
-// find returns key's counter for w, or nil. The caller holds the shard.
-func (s *shard) find(key string, w Window) *counter {
-	cs := s.counters[key]
-	for i := range cs {
-		if cs[i].w == w {
-			return &cs[i]
-		}
-	}
-	return nil
+// find returns key's counter for w, valid until the key's entry changes.
+// The caller holds the shard.
+func (s *shard) find(key string, w Window) (counter, bool) {
+	c, _, ok := s.counters[key].find(w)
+	return c, ok
 }
 
-// findOrAdd returns key's counter for w, adding an empty one if there is
-// none; a new key gets room for windows counters. The pointer is valid until
-// the next findOrAdd on the same key.
-func (s *shard) findOrAdd(key string, w Window, windows int) *counter {
-	if c := s.find(key, w); c != nil {
-		return c
-	}
-	cs, ok := s.counters[key]
+// add records n events at now in key's counter for w.
+func (s *shard) add(key string, w Window, now time.Time, n int64) {
+	e, ok := s.counters[key]
 	if !ok {
 		// Own the key: the caller's string may point into a larger buffer.
 		key = strings.Clone(key)
-		cs = make([]counter, 0, windows)
 	}
-	cs = append(cs, counter{w: w})
-	s.counters[key] = cs
-	return &cs[len(cs)-1]
+	s.counters[key] = e.add(w, now, n)
 }
 
 func (s *shard) markDirty(key string) {
@@ -201,7 +187,10 @@ func (m *Memory) decide(now time.Time, n int64, pairs []KeyLimit, add bool) (Dec
 
 	d := Decision{Allowed: true, Counts: make([]int64, len(pairs))}
 	for i, p := range pairs {
-		c := m.shards[idx[i]].find(p.Key, p.Limit.Window)
+		var c *counter
+		if found, ok := m.shards[idx[i]].find(p.Key, p.Limit.Window); ok {
+			c = &found
+		}
 		d.Counts[i] = c.count(now)
 		if d.Counts[i] <= p.Limit.Max-n {
 			continue
@@ -223,13 +212,7 @@ func (m *Memory) decide(now time.Time, n int64, pairs []KeyLimit, add bool) (Dec
 			continue
 		}
 		s := &m.shards[idx[i]]
-		windows := 0
-		for _, q := range pairs[i:] {
-			if q.Key == p.Key {
-				windows++
-			}
-		}
-		s.findOrAdd(p.Key, p.Limit.Window, windows).add(now, n)
+		s.add(p.Key, p.Limit.Window, now, n)
 		s.markDirty(p.Key)
 	}
 	return d, nil
@@ -246,7 +229,10 @@ func (m *Memory) Get(_ context.Context, now time.Time, key string, l Limit) (int
 	if m.closed.Load() {
 		return 0, time.Time{}, ErrClosed
 	}
-	c := m.shards[idx[0]].find(key, l.Window)
+	var c *counter
+	if found, ok := m.shards[idx[0]].find(key, l.Window); ok {
+		c = &found
+	}
 	return c.count(now), c.freeAt(now, 1, l.Max), nil
 }
 
@@ -274,14 +260,16 @@ func (m *Memory) List(_ context.Context, now time.Time, prefix string) ([]Usage,
 	}
 	var out []Usage
 	for i := range m.shards {
-		for key, cs := range m.shards[i].counters {
+		for key, e := range m.shards[i].counters {
 			if !strings.HasPrefix(key, prefix) {
 				continue
 			}
-			for j := range cs {
-				if n := cs[j].count(now); n > 0 {
-					out = append(out, Usage{Key: key, Window: cs[j].w, Count: n})
+			for pos := 0; pos < len(e); {
+				c, next := e.at(pos)
+				if n := c.count(now); n > 0 {
+					out = append(out, Usage{Key: key, Window: c.w, Count: n})
 				}
+				pos = next
 			}
 		}
 	}

@@ -441,7 +441,7 @@ func TestSweep(t *testing.T) {
 			s := &m.shards[i]
 			s.mu.Lock()
 			for _, cs := range s.counters {
-				counters += len(cs)
+				counters += cs.len()
 			}
 			blocks += len(s.blocks)
 			s.mu.Unlock()

@@ -1,6 +1,9 @@
 package limits
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // bucket is the count of one non-empty bucket.
 type bucket struct {
@@ -90,17 +93,80 @@ func (c *counter) freeAt(now time.Time, n, max int64) time.Time {
 	return at
 }
 
-// add records n events at now, dropping the buckets that left the window.
-func (c *counter) add(now time.Time, n int64) {
+// entry is a key's counters, one per window, in one slice of buckets: a key
+// is one allocation, without pointers, which the garbage collector never
+// looks inside (a store holds some hundred thousand of them). Each counter
+// is a header, {idx: the window's length in ns, n: its bucket count << 32 |
+// its number of non-empty buckets}, then those buckets, oldest first.
+type entry []bucket
+
+func header(w Window, buckets int) bucket {
+	return bucket{idx: int64(w.Length), n: int64(w.Buckets)<<32 | int64(buckets)}
+}
+
+// at returns the counter whose header is at pos, and the position of the
+// next header.
+func (e entry) at(pos int) (counter, int) {
+	h := e[pos]
+	w := Window{Length: time.Duration(h.idx), Buckets: int(h.n >> 32)}
+	k := int(h.n & (1<<32 - 1))
+	return counter{w: w, buckets: e[pos+1 : pos+1+k]}, pos + 1 + k
+}
+
+// find returns the counter of window w and the position of its header.
+func (e entry) find(w Window) (counter, int, bool) {
+	for pos := 0; pos < len(e); {
+		c, next := e.at(pos)
+		if c.w == w {
+			return c, pos, true
+		}
+		pos = next
+	}
+	return counter{}, 0, false
+}
+
+// len returns the number of counters.
+func (e entry) len() int {
+	n := 0
+	for pos := 0; pos < len(e); n++ {
+		_, pos = e.at(pos)
+	}
+	return n
+}
+
+// add records n events at now in the counter of w, new if need be,
+// dropping the buckets that left its window, and returns the entry.
+func (e entry) add(w Window, now time.Time, n int64) entry {
+	c, pos, ok := e.find(w)
+	if !ok {
+		return append(e, header(w, 1), bucket{idx: bucketOf(now, int64(w.Bucket())), n: n})
+	}
 	h := c.at(now)
-	if win := c.window(h); len(win) < len(c.buckets) {
-		c.buckets = append(c.buckets[:0], win...)
+	k := len(c.window(h)) // the buckets kept
+	if gone := len(c.buckets) - k; gone > 0 {
+		e = slices.Delete(e, pos+1, pos+1+gone)
+		e[pos] = header(w, k)
 	}
-	if k := len(c.buckets); k > 0 && c.buckets[k-1].idx == h {
-		c.buckets[k-1].n += n
-		return
+	last := pos + k // the newest bucket, or the header if none
+	if k > 0 && e[last].idx == h {
+		e[last].n += n
+		return e
 	}
-	c.buckets = append(c.buckets, bucket{idx: h, n: n})
+	e[pos] = header(w, k+1)
+	return slices.Insert(e, last+1, bucket{idx: h, n: n})
+}
+
+// drop removes the counters for which gone is true.
+func (e entry) drop(gone func(c *counter) bool) entry {
+	for pos := 0; pos < len(e); {
+		c, next := e.at(pos)
+		if gone(&c) {
+			e = slices.Delete(e, pos, next)
+			continue
+		}
+		pos = next
+	}
+	return e
 }
 
 // expiresAt returns the time at which the count becomes zero for good: when

@@ -331,3 +331,57 @@ func TestGuaranteesAcrossRestarts(t *testing.T) {
 		})
 	}
 }
+
+// An entry keeps each window's buckets apart: adding to one window drops
+// only its old buckets and moves the windows after it without changing
+// them; drop removes whole counters.
+func TestEntry(t *testing.T) {
+	minute := Window{Length: time.Minute, Buckets: 12}
+	hour := Window{Length: time.Hour, Buckets: 12}
+	day := Window{Length: 24 * time.Hour, Buckets: 24}
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	var e entry
+	type step struct {
+		w   Window
+		at  time.Duration
+		n   int64
+		cnt [3]int64 // counts of minute, hour, day at that time, after the add
+		nb  [3]int   // their non-empty buckets
+	}
+	for i, s := range []step{
+		{hour, 0, 1, [3]int64{0, 1, 0}, [3]int{0, 1, 0}},
+		{minute, 0, 2, [3]int64{2, 1, 0}, [3]int{1, 1, 0}},
+		{day, 0, 3, [3]int64{2, 1, 3}, [3]int{1, 1, 1}},
+		{minute, 10 * time.Second, 1, [3]int64{3, 1, 3}, [3]int{2, 1, 1}},
+		{hour, 10 * time.Second, 1, [3]int64{3, 2, 3}, [3]int{2, 1, 1}}, // same 5-minute bucket
+		{minute, 2 * time.Minute, 5, [3]int64{5, 2, 3}, [3]int{1, 1, 1}}, // the first two buckets leave
+		{day, 3 * time.Hour, 1, [3]int64{0, 0, 4}, [3]int{1, 1, 2}},     // counts lapse, buckets stay until the next add
+		{hour, 3 * time.Hour, 7, [3]int64{0, 7, 4}, [3]int{1, 1, 2}},
+	} {
+		now := t0.Add(s.at)
+		e = e.add(s.w, now, s.n)
+		for j, w := range []Window{minute, hour, day} {
+			var got int64
+			c, _, ok := e.find(w)
+			if ok {
+				got = c.count(now)
+			}
+			if got != s.cnt[j] || len(c.buckets) != s.nb[j] {
+				t.Errorf("step %d, %v: count %d in %d buckets, want %d in %d", i, w, got, len(c.buckets), s.cnt[j], s.nb[j])
+			}
+		}
+		if e.len() != min(i+1, 3) {
+			t.Errorf("step %d: %d counters", i, e.len())
+		}
+	}
+	e = e.drop(func(c *counter) bool { return c.w == hour })
+	if _, _, ok := e.find(hour); ok || e.len() != 2 {
+		t.Errorf("hour not dropped: %d counters", e.len())
+	}
+	if c, _, ok := e.find(day); !ok || c.count(t0.Add(3*time.Hour)) != 4 {
+		t.Error("day lost with hour")
+	}
+	if e = e.drop(func(*counter) bool { return true }); len(e) != 0 {
+		t.Errorf("%d cells left", len(e))
+	}
+}
