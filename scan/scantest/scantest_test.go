@@ -151,16 +151,35 @@ func TestRealClamd(t *testing.T) {
 	}
 	t.Logf("PING: %v", (time.Since(t0) / n).Round(time.Microsecond))
 
+	unavailable := func(when string) {
+		t.Helper()
+		for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
+			if _, err := c.Scan(ctx, bytes.NewReader(EICAR())); !errors.Is(err, scan.ErrUnavailable) {
+				t.Errorf("%s %s: got %v, want scan.ErrUnavailable", c.Network, when, err)
+			}
+		}
+	}
+	// An outage: after Stop nothing answers; Start brings clamd back on the
+	// same addresses.
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	unavailable("after Stop")
+	t0 = time.Now()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("clamd restarted in %v", time.Since(t0).Round(time.Millisecond))
+	for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
+		check(c, c.Network+" EICAR after Start", EICAR(), infected)
+	}
+
 	t0 = time.Now()
 	if err := d.Close(); err != nil {
 		t.Error(err)
 	}
 	t.Logf("clamd stopped in %v", time.Since(t0).Round(time.Millisecond))
-	for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
-		if _, err := c.Scan(ctx, bytes.NewReader(EICAR())); !errors.Is(err, scan.ErrUnavailable) {
-			t.Errorf("%s after Close: got %v, want scan.ErrUnavailable", c.Network, err)
-		}
-	}
+	unavailable("after Close")
 }
 
 func TestRealRspamd(t *testing.T) {
