@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"relayguard/scan/clamd"
@@ -116,6 +117,14 @@ func (c *Clamd) Start() error {
 	c.p = p
 	return nil
 }
+
+// Pause freezes clamd (SIGSTOP): the kernel still accepts connections on
+// its sockets and buffers what clients send, and nothing answers, as when a
+// scanner hangs, until Resume.
+func (c *Clamd) Pause() error { return c.p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused clamd run on.
+func (c *Clamd) Resume() error { return c.p.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Stop stops clamd and keeps its files, so that Start brings it back where
 // its clients expect it: a test of what a scanner's outage does.

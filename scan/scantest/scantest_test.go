@@ -159,6 +159,21 @@ func TestRealClamd(t *testing.T) {
 			}
 		}
 	}
+	// A hang: paused, clamd answers nothing; resumed, it answers again.
+	if err := d.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	hung, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if err := d.Client().Ping(hung); err == nil {
+		t.Error("a paused clamd answered PING")
+	}
+	cancel()
+	if err := d.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Client().Ping(ctx); err != nil {
+		t.Errorf("PING after Resume: %v", err)
+	}
 	// An outage: after Stop nothing answers; Start brings clamd back on the
 	// same addresses.
 	if err := d.Stop(); err != nil {
