@@ -473,11 +473,14 @@ func (lab *Lab) DialSubmission(local string) (*Client, error) {
 // DialSMTPS connects to the submissions service (465) from local, with implicit TLS.
 func (lab *Lab) DialSMTPS(local string) (*Client, error) { return Dial(lab.SMTPS, local, ImplicitTLS) }
 
+// PostfixLog is the path of Postfix's log (maillog_file), for tests that wait for a line of it.
+func (lab *Lab) PostfixLog() string { return filepath.Join(lab.postfixDir, "postfix.log") }
+
 // Logs returns the Postfix log, the Dovecot log and the output of the commands the harness ran.
 func (lab *Lab) Logs() string {
 	var b strings.Builder
 	for _, f := range []struct{ title, path string }{
-		{"postfix log", filepath.Join(lab.postfixDir, "postfix.log")},
+		{"postfix log", lab.PostfixLog()},
 		{"dovecot log", filepath.Join(lab.dovecotDir, "dovecot.log")},
 		{"dovecot stderr", filepath.Join(lab.dovecotDir, "stderr.log")},
 	} {
