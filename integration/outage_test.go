@@ -26,14 +26,18 @@ func deferredBy(reply, stage string) string {
 	return "host 127.0.0.1[127.0.0.1] said: " + reply + " (in reply to " + stage + " command)"
 }
 
-// deferred waits until the message with queue id id is deferred and
-// returns why (the delay_reason of its recipient).
+// deferred waits until the message with queue id id was deferred and
+// returns why (the delay_reason of its recipient). The message is not
+// always in the deferred queue then: when qmgr finds a queue file still
+// locked by the delivery agent that deferred it, it logs "skipped, still
+// being delivered" and moves it to the incoming queue, dated a minute ahead
+// (qmgr_active.c); `postqueue -f` still delivers it at once.
 func deferred(t *testing.T, lab *harness.Lab, id string) string {
 	t.Helper()
 	var reason string
 	waitQueue(t, lab, id+" deferred", func(q []queueEntry) bool {
 		for _, e := range q {
-			if e.ID == id && e.Queue == "deferred" && len(e.Recipients) == 1 {
+			if e.ID == id && len(e.Recipients) == 1 && e.Recipients[0].DelayReason != "" {
 				reason = e.Recipients[0].DelayReason
 				return true
 			}
@@ -41,6 +45,24 @@ func deferred(t *testing.T, lab *harness.Lab, id string) string {
 		return false
 	})
 	return reason
+}
+
+// flushedOnce flushes lab's queue (`postqueue -f`) until the letter reached
+// the sink, and asserts that it came once. One flush is not always enough:
+// a retry that qmgr made on its own just before it may have moved the
+// message a minute ahead (see deferred).
+func (l letter) flushedOnce(t *testing.T, lab *harness.Lab) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := lab.Postqueue("-f"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lab.Sink.WaitFor(l.is, time.Second); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	l.deliveredOnce(t, lab)
 }
 
 // kill kills the daemon with SIGKILL, as the kernel's OOM killer or a
@@ -104,10 +126,7 @@ func TestClamdDown(t *testing.T) {
 		t.Fatalf("clamd back, refused at %s: %q", stage, line)
 	}
 	bq.deliveredOnce(t, env.lab)
-	if _, err := env.aq.lab.Postqueue("-f"); err != nil {
-		t.Fatal(err)
-	}
-	aq.deliveredOnce(t, env.aq.lab)
+	aq.flushedOnce(t, env.aq.lab)
 	noModeMismatch(t, env.stack)
 	noModeMismatch(t, env.aq)
 }
@@ -163,10 +182,7 @@ func TestNextHopDown(t *testing.T) {
 		t.Fatalf("next hop back, refused at %s: %q", stage, line)
 	}
 	bq.deliveredOnce(t, env.lab)
-	if _, err := env.aq.lab.Postqueue("-f"); err != nil {
-		t.Fatal(err)
-	}
-	aq.deliveredOnce(t, env.aq.lab)
+	aq.flushedOnce(t, env.aq.lab)
 }
 
 // held gives nothing until open is closed, then what r gives: the part of a
