@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +253,89 @@ func TestFilterKilledMidData(t *testing.T) {
 	if !bytes.HasSuffix(m.Data, l.data[len(l.data)-1000:]) {
 		t.Errorf("the message did not arrive whole (%d bytes)", len(m.Data))
 	}
+}
+
+// connectedTo reports whether the daemon has a TCP connection to addr
+// (127.0.0.1:port) established: its sockets' inodes, found in the kernel's
+// table of TCP connections (/proc/net/tcp) with addr as the remote end.
+func (d *daemon) connectedTo(addr string) bool {
+	_, port, _ := strings.Cut(addr, ":")
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	inodes := map[string]bool{}
+	fds := fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid)
+	ents, _ := os.ReadDir(fds)
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(fds, e.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	// "  1: 0100007F:A1B2 0100007F:1F90 01 ... inode": the remote address in
+	// hex, state 01 is ESTABLISHED.
+	remote := fmt.Sprintf("0100007F:%04X", p)
+	for _, line := range strings.Split(string(table), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[2] == remote && f[3] == "01" && inodes[f[9]] {
+			return true
+		}
+	}
+	return false
+}
+
+// The after-queue filter killed (SIGKILL) while it checks a message it has
+// received whole, before it answered: Postfix defers the message with the
+// warning that it may be sent more than once, but the filter had not passed
+// it on, so it is delivered once. clamd is paused, so that the filter is
+// surely waiting for the scan when it is killed.
+func TestAfterQueueFilterKilledMidMessage(t *testing.T) {
+	l := newLetter("jan@example.cz", "killed-aq@dest.test", plainText("jan@example.cz", "killed-aq@dest.test", "Check me.\r\n"))
+	if err := env.clamd.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			if err := env.clamd.Resume(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	stage, reply := l.submit(t, env.aq.lab, "127.0.0.135")
+	if stage != "" {
+		t.Fatalf("refused at %s: %q", stage, reply)
+	}
+	queueID := queuedAs(t, reply)
+	deadline := time.Now().Add(30 * time.Second)
+	for !env.aq.filter.connectedTo(env.clamd.Addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("the filter did not ask clamd within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	env.aq.filter.kill()
+	// Postfix retries a deferred message after a second or more, by then
+	// against a filter that is down or back: its log has the reason of this
+	// attempt.
+	want := queueID + ": to=<" + l.rcpt + ">"
+	reason := "status=deferred (lost connection with 127.0.0.1[127.0.0.1] while sending end of data -- message may be sent more than once)"
+	for len(linesWith(env.aq.lab.PostfixLog(), want, reason)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix did not log %q %q within 30s", want, reason)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := env.clamd.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+	if err := env.aq.filter.start(); err != nil {
+		t.Fatal(err)
+	}
+	l.flushedOnce(t, env.aq.lab)
 }
