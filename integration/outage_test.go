@@ -199,13 +199,14 @@ func (h held) Read(p []byte) (int, error) {
 }
 
 // The filter killed (SIGKILL) while it receives a message before the queue:
-// Postfix answers the customer with a 4xx, nothing reaches the next hop, and
-// the message sent again in the same session is delivered once.
+// Postfix answers the customer with a 4xx, the next hop, which had MAIL and
+// RCPT but no DATA, queues nothing, and the message sent again in the same
+// session is delivered once.
 func TestFilterKilledMidData(t *testing.T) {
 	// 4 MB: its first half is past the filter's spool_threshold (1 MiB), so
 	// a spool file open in the filter shows that the message is coming in.
-	line := strings.Repeat("0123456789", 7) + "\r\n"
-	l := newLetter("jan@example.cz", "killed@dest.test", plainText("jan@example.cz", "killed@dest.test", strings.Repeat(line, 4_000_000/len(line))))
+	row := strings.Repeat("0123456789", 7) + "\r\n"
+	l := newLetter("jan@example.cz", "killed@dest.test", plainText("jan@example.cz", "killed@dest.test", strings.Repeat(row, 4_000_000/len(row))))
 	c := sessionOn(t, env.lab, "127.0.0.123", "jan@example.cz")
 	if line, err := c.Mail(l.from); err != nil {
 		t.Fatalf("MAIL: %q", line)
