@@ -11,7 +11,13 @@ import (
 // session is one authenticated SMTP session on the submission port.
 func session(t *testing.T, local, login string) *harness.Client {
 	t.Helper()
-	c, err := harness.Dial(env.lab.Submission, local, harness.StartTLS)
+	return sessionOn(t, env.lab, local, login)
+}
+
+// sessionOn is session on the submission port of lab.
+func sessionOn(t *testing.T, lab *harness.Lab, local, login string) *harness.Client {
+	t.Helper()
+	c, err := harness.Dial(lab.Submission, local, harness.StartTLS)
 	if err != nil {
 		t.Fatalf("connect from %s: %v", local, err)
 	}

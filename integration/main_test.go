@@ -24,17 +24,27 @@ import (
 	"relayguard/scan/scantest"
 )
 
-// env is the running lab shared by the tests.
+// env is the running lab shared by the tests: the main stack, whose filter
+// runs before the queue as etc/ recommends, and a second one after the queue.
 var env struct {
-	lab       *harness.Lab
+	*stack           // before the queue; most tests use only this one
+	aq        *stack // after the queue: its own Postfix, Dovecot, policyd and filter
 	dns       *dnstest.Server
-	policyd   *daemon // relayguard policyd
-	filter    *daemon // relayguard contentfilter
-	directory string  // path of policyd's directory file
-	bin       string  // relayguard, for the support commands
-	config    string  // its configuration
-	edits     []edit  // what the tests change in etc/relayguard.toml
-	dkimTXT   string  // the TXT record of example.cz's DKIM key
+	clamd     *scantest.Clamd // both filters' clamd
+	directory string          // path of the main policyd's directory file
+	bin       string          // relayguard, for the support commands
+	dkimTXT   string          // the TXT record of example.cz's DKIM key
+}
+
+// stack is one Postfix and Dovecot (a harness lab) with the relayguard
+// policyd and contentfilter it calls, which read one configuration.
+type stack struct {
+	lab     *harness.Lab
+	policyd *daemon // relayguard policyd
+	filter  *daemon // relayguard contentfilter
+	config  string  // their configuration
+	edits   []edit  // what the tests change in etc/relayguard.toml
+	spool   string  // the filter's spool_dir
 }
 
 const password = "secret"
@@ -104,8 +114,14 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "---- policyd log\n%s\n---- contentfilter log\n%s\n---- lab logs\n%s\n",
-			readFile(env.policyd.log), readFile(env.filter.log), env.lab.Logs())
+		for _, st := range []struct {
+			name string
+			s    *stack
+		}{{"before-queue", env.stack}, {"after-queue", env.aq}} {
+			q, _ := st.s.lab.Postqueue("-j")
+			fmt.Fprintf(os.Stderr, "==== %s stack\n---- policyd log\n%s\n---- contentfilter log\n%s\n---- queue\n%s\n---- lab logs\n%s\n",
+				st.name, readFile(st.s.policyd.log), readFile(st.s.filter.log), q, st.s.lab.Logs())
+		}
 	}
 	return code
 }
@@ -139,13 +155,13 @@ func setup(dir string) (stop func(), err error) {
 	env.dns.SetSOA("sbl.spamhaus.org.", 300, 60)
 	env.dns.SetRcode("servfail.test", dns.RcodeServerFailure)
 
-	// The scanners the content filter asks: clamd with a signature database
+	// The scanners the content filters ask: clamd with a signature database
 	// of its own (EICAR), rspamd with this suite's DNS server.
-	clam, err := scantest.StartClamd(filepath.Join(dir, "clamd"))
+	env.clamd, err = scantest.StartClamd(filepath.Join(dir, "clamd"))
 	if err != nil {
 		return stop, err
 	}
-	stops = append(stops, func() { clam.Close() })
+	stops = append(stops, func() { env.clamd.Close() })
 	rspamdLab, err := scantest.StartRspamd(filepath.Join(dir, "rspamd"), env.dns.Addr())
 	if err != nil {
 		return stop, err
@@ -170,47 +186,19 @@ func setup(dir string) (stop func(), err error) {
 		return stop, err
 	}
 	env.dkimTXT = dkimTXTValue(dkim.TXTRecord("e2e", "example.cz", key.Public()))
-	dirFile := filepath.Join(dir, "directory.toml")
-	env.directory = dirFile
 	directory = strings.Replace(directory, `aliases = ["example.com", "příklad.cz"]`,
 		fmt.Sprintf("aliases = [\"example.com\", \"příklad.cz\"]\ndkim_selector = \"e2e\"\ndkim_key = %q", keyFile), 1)
-	if err := os.WriteFile(dirFile, []byte(directory), 0o644); err != nil {
-		return stop, err
+
+	env.bin = filepath.Join(dir, "relayguard")
+	build := exec.Command("go", "build", "-o", env.bin, "./cmd/relayguard")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		return stop, fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	policyAddr, err := freeAddr()
-	if err != nil {
-		return stop, err
-	}
-	milterAddr, err := freeAddr()
-	if err != nil {
-		return stop, err
-	}
-	authAddr, err := freeAddr()
-	if err != nil {
-		return stop, err
-	}
-	filterAddr, err := freeAddr()
-	if err != nil {
-		return stop, err
-	}
-	reinjectAddr, err := freeAddr()
-	if err != nil {
-		return stop, err
-	}
-	cfgFile := filepath.Join(dir, "relayguard.toml")
-	env.edits = []edit{
-		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", policyAddr)},
-		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", dirFile)},
-		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", milterAddr)},
+	shared := []edit{
 		{"dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", env.dns.Addr())},
-		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", authAddr)},
-		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", filepath.Join(dir, "admin.sock"))},
-		{"contentfilter", `listen = "127.0.0.1:10025"`, fmt.Sprintf("listen = %q", filterAddr)},
-		{"contentfilter", `next_hop = "127.0.0.1:10026"`, fmt.Sprintf("next_hop = %q", reinjectAddr)},
-		{"contentfilter", `spool_dir = "/var/lib/relayguard/spool"`, fmt.Sprintf("spool_dir = %q", filepath.Join(dir, "spool"))},
-		{"contentfilter.rules.virus", `clamd = "127.0.0.1:3310"`, fmt.Sprintf("clamd = %q", clam.Addr)},
+		{"contentfilter.rules.virus", `clamd = "127.0.0.1:3310"`, fmt.Sprintf("clamd = %q", env.clamd.Addr)},
 		{"contentfilter.rules.spam", `rspamd = "http://127.0.0.1:11333"`, fmt.Sprintf("rspamd = %q", rspamdLab.URL)},
-		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
 		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
 		// Small limits, and addresses where they do not apply, so that
 		// each test counts on its own.
@@ -221,45 +209,91 @@ func setup(dir string) (stop func(), err error) {
 		{"rules.big_messages", `  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 30, window = "3m" },`,
 			`  { name = "Seznam.cz", domains = ["seznam.cz", "email.cz", "post.cz"], size = 1000000, max = 3, window = "3m" },`},
 	}
-	if err := writeConfig(cfgFile, env.edits); err != nil {
+	bq, stopBQ, err := startStack(dir, false, shared)
+	stops = append(stops, stopBQ)
+	if err != nil {
 		return stop, err
 	}
+	env.stack = bq
+	env.directory = filepath.Join(dir, "directory.toml")
+	// The after-queue stack: contentfilter.mode set as an operator sets it
+	// for etc/postfix/main.cf's after-queue filter.
+	aq, stopAQ, err := startStack(filepath.Join(dir, "aq"), true,
+		append(shared, edit{"contentfilter", `mode = "before-queue"`, `mode = "after-queue"`}))
+	stops = append(stops, stopAQ)
+	if err != nil {
+		return stop, err
+	}
+	env.aq = aq
+	return stop, nil
+}
 
-	bin := filepath.Join(dir, "relayguard")
-	env.bin, env.config = bin, cfgFile
-	build := exec.Command("go", "build", "-o", bin, "./cmd/relayguard")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		return stop, fmt.Errorf("go build: %v\n%s", err, out)
+// startStack starts a stack with its files in dir: relayguard with the
+// shared edits of its configuration, and a lab whose filter runs after the
+// queue or before it. stop undoes what was started, also after an error.
+func startStack(dir string, afterQueue bool, shared []edit) (s *stack, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
 	}
-	env.policyd = &daemon{name: "policyd", args: []string{bin, "policyd", "--config", cfgFile},
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, stop, err
+	}
+	// Each policyd reads its own copy of the directory: TestDirectoryReload
+	// rewrites the main one.
+	dirFile := filepath.Join(dir, "directory.toml")
+	if err := os.WriteFile(dirFile, []byte(directory), 0o644); err != nil {
+		return nil, stop, err
+	}
+	addrs, err := freeAddrs(5) // policy, milter, auth policy, filter, reinjection
+	if err != nil {
+		return nil, stop, err
+	}
+	policyAddr, milterAddr, authAddr, filterAddr, reinjectAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
+	s = &stack{config: filepath.Join(dir, "relayguard.toml"), spool: filepath.Join(dir, "spool")}
+	s.edits = append([]edit{
+		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", policyAddr)},
+		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", dirFile)},
+		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", milterAddr)},
+		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", authAddr)},
+		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", filepath.Join(dir, "admin.sock"))},
+		{"contentfilter", `listen = "127.0.0.1:10025"`, fmt.Sprintf("listen = %q", filterAddr)},
+		{"contentfilter", `next_hop = "127.0.0.1:10026"`, fmt.Sprintf("next_hop = %q", reinjectAddr)},
+		{"contentfilter", `spool_dir = "/var/lib/relayguard/spool"`, fmt.Sprintf("spool_dir = %q", s.spool)},
+		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
+	}, shared...)
+	if err := writeConfig(s.config, s.edits); err != nil {
+		return nil, stop, err
+	}
+	s.policyd = &daemon{name: "policyd", args: []string{env.bin, "policyd", "--config", s.config},
 		log: filepath.Join(dir, "policyd.log"), addrs: []string{policyAddr, milterAddr, authAddr}}
-	env.bin, env.config = bin, cfgFile
-	if err := env.policyd.start(); err != nil {
-		return stop, err
+	if err := s.policyd.start(); err != nil {
+		return nil, stop, err
 	}
-	stops = append(stops, env.policyd.stop)
-	env.filter = &daemon{name: "contentfilter", args: []string{bin, "contentfilter", "--config", cfgFile},
+	stops = append(stops, s.policyd.stop)
+	s.filter = &daemon{name: "contentfilter", args: []string{env.bin, "contentfilter", "--config", s.config},
 		log: filepath.Join(dir, "contentfilter.log"), addrs: []string{filterAddr}}
-	if err := env.filter.start(); err != nil {
-		return stop, err
+	if err := s.filter.start(); err != nil {
+		return nil, stop, err
 	}
-	stops = append(stops, env.filter.stop)
+	stops = append(stops, s.filter.stop)
 
 	accounts := map[string]string{}
 	for _, u := range users {
 		accounts[u] = password
 	}
-	env.lab, err = harness.Start(harness.Config{
+	s.lab, err = harness.Start(harness.Config{
 		PolicyAddr: "inet:" + policyAddr, MilterAddr: "inet:" + milterAddr, AuthPolicyURL: "http://" + authAddr + "/",
-		FilterAddr: filterAddr, ReinjectAddr: reinjectAddr,
+		FilterAddr: filterAddr, ReinjectAddr: reinjectAddr, AfterQueue: afterQueue,
 		Users: accounts, Repo: "..",
 	})
 	if err != nil {
-		return stop, err
+		return nil, stop, err
 	}
-	stops = append(stops, func() { env.lab.Close() })
-	return stop, nil
+	stops = append(stops, func() { s.lab.Close() })
+	return s, stop, nil
 }
 
 // dkimTXTValue takes the text of a zone line's TXT character-strings.
@@ -371,13 +405,19 @@ func (d *daemon) stop() {
 	}
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freeAddrs returns n distinct addresses 127.0.0.1:port that were free a
+// moment ago (all held at once, so that no port comes twice).
+func freeAddrs(n int) ([]string, error) {
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs, nil
 }
 
 func waitListening(addr string, exited <-chan struct{}) error {
@@ -399,8 +439,13 @@ func waitListening(addr string, exited <-chan struct{}) error {
 
 // logLinesWith returns policyd's log lines that contain every one of parts.
 func logLinesWith(parts ...string) []string {
+	return linesWith(env.policyd.log, parts...)
+}
+
+// linesWith returns the lines of a daemon's log that contain every one of parts.
+func linesWith(log string, parts ...string) []string {
 	var out []string
-	for _, line := range strings.Split(readFile(env.policyd.log), "\n") {
+	for _, line := range strings.Split(readFile(log), "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(line, p)

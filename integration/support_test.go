@@ -13,7 +13,13 @@ import (
 // relayguard runs a support command against the running policyd.
 func relayguard(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(env.bin, append(args, "--config", env.config)...).CombinedOutput()
+	return env.relayguard(t, args...)
+}
+
+// relayguard runs a support command against the stack's policyd.
+func (s *stack) relayguard(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(env.bin, append(args, "--config", s.config)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("relayguard %s: %v\n%s", strings.Join(args, " "), err, out)
 	}

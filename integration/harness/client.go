@@ -2,9 +2,11 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -186,6 +188,13 @@ func (c *Client) Rcpt(to string) (string, error) {
 // Data sends DATA and, after a 354, the message (LF or CRLF line ends; dot-stuffed here) and the
 // final dot. It returns the line of the reply to DATA when that is not 354, else the final reply.
 func (c *Client) Data(msg []byte) (string, error) {
+	return c.DataFrom(bytes.NewReader(msg))
+}
+
+// DataFrom is Data with the message read from r as it is sent, so that a test can hold the rest of
+// a message back in the middle of DATA (a slow client) and do something in between. The whole
+// message must arrive within the Client's Timeout.
+func (c *Client) DataFrom(r io.Reader) (string, error) {
 	rep, err := c.step("DATA", "", 354)
 	if err != nil {
 		return rep.Last(), err
@@ -193,13 +202,14 @@ func (c *Client) Data(msg []byte) (string, error) {
 	c.conn.SetDeadline(time.Now().Add(c.Timeout))
 	bw := bufio.NewWriter(c.conn)
 	dw := textproto.NewWriter(bw).DotWriter()
-	if _, err := dw.Write(msg); err != nil {
+	n, err := io.Copy(dw, r)
+	if err != nil {
 		return "", err
 	}
 	if err := dw.Close(); err != nil {
 		return "", err
 	}
-	c.transcript = append(c.transcript, fmt.Sprintf("C: <%d bytes of data>", len(msg)))
+	c.transcript = append(c.transcript, fmt.Sprintf("C: <%d bytes of data>", n))
 	rep, err = c.readReply()
 	if err != nil {
 		return "", err

@@ -60,6 +60,16 @@ func renameService(file, text, name, addr string) (string, error) {
 	return re.ReplaceAllString(text, addr+"$1"), nil
 }
 
+// withoutService removes the master.cf service "name inet ...", with its continuation lines (those
+// that start with white space), from text. Exactly one such service must exist.
+func withoutService(file, text, name string) (string, error) {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `[ \t]+inet[ \t].*\n(?:[ \t]+\S.*\n)*`)
+	if n := len(re.FindAllStringIndex(text, -1)); n != 1 {
+		return "", fmt.Errorf("harness: %s: want exactly one %q inet service, found %d", file, name, n)
+	}
+	return re.ReplaceAllString(text, ""), nil
+}
+
 // postfixMainCF is the lab part of main.cf; the etc/postfix/main.cf fragment follows it, so the
 // fragment's settings win where both set a parameter.
 func postfixMainCF(lab *Lab) string {

@@ -71,6 +71,7 @@ type Lab struct {
 	PostfixConfigDir string
 
 	removeDir  bool
+	masterCF   string // the master.cf written at start
 	postfixDir string
 	dovecotDir string
 	postfixBin string
@@ -240,18 +241,68 @@ func (lab *Lab) writePostfixConfig(cfg Config, certFile, keyFile string) error {
 			return err
 		}
 	}
-	for name, text := range map[string]string{"main.cf": postfixMainCF(lab) + mainCF, "master.cf": postfixMasterCF + masterCF} {
-		f := filepath.Join(lab.PostfixConfigDir, name)
-		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
-			return fmt.Errorf("harness: %w", err)
+	lab.masterCF = postfixMasterCF + masterCF
+	if err := lab.writeConfigFile("main.cf", postfixMainCF(lab)+mainCF); err != nil {
+		return err
+	}
+	return lab.writeConfigFile("master.cf", lab.masterCF)
+}
+
+// writeConfigFile writes one file of the Postfix instance's configuration directory.
+func (lab *Lab) writeConfigFile(name, text string) error {
+	f := filepath.Join(lab.PostfixConfigDir, name)
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	// Postfix reads a configuration file again, every 300 ms for ~2.4 s, while it changed
+	// recently (util/load_file.c: "reads it again when the file changed recently"); a
+	// backdated file is read once.
+	old := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(f, old, old); err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	return nil
+}
+
+// StopReinject takes the reinjection service (Config.ReinjectAddr) out of the lab's master.cf and
+// reloads Postfix; it returns once the master has closed that listener. The filter's next hop is
+// then down (connection refused) while the rest of Postfix runs on; StartReinject brings it back.
+func (lab *Lab) StopReinject() error {
+	text, err := withoutService("master.cf", lab.masterCF, lab.Reinject)
+	if err != nil {
+		return err
+	}
+	return lab.reload(text, false)
+}
+
+// StartReinject puts the reinjection service back after StopReinject and returns once the master
+// listens there again.
+func (lab *Lab) StartReinject() error { return lab.reload(lab.masterCF, true) }
+
+// reload writes master.cf, runs `postfix reload` and waits until the master listens on the
+// reinjection service's port, or no longer does.
+func (lab *Lab) reload(masterCF string, reinjectUp bool) error {
+	port, err := strconv.Atoi(portOf(lab.Reinject))
+	if err != nil {
+		return fmt.Errorf("harness: reinjection service %q: %w", lab.Reinject, err)
+	}
+	if err := lab.writeConfigFile("master.cf", masterCF); err != nil {
+		return err
+	}
+	if err := lab.postfixScript("reload"); err != nil {
+		return err
+	}
+	// The master reloads on SIGHUP, after `postfix reload` has returned.
+	deadline := time.Now().Add(10 * time.Second)
+	for listening(lab.masterPID(), port) != reinjectUp {
+		if time.Now().After(deadline) {
+			state := "open"
+			if reinjectUp {
+				state = "closed"
+			}
+			return fmt.Errorf("harness: postfix reload: the master's listener on %s is still %s after 10s", lab.Reinject, state)
 		}
-		// Postfix reads a configuration file again, every 300 ms for ~2.4 s, while it changed
-		// recently (util/load_file.c: "reads it again when the file changed recently"); a
-		// backdated file is read once.
-		old := time.Now().Add(-time.Minute)
-		if err := os.Chtimes(f, old, old); err != nil {
-			return fmt.Errorf("harness: %w", err)
-		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }
@@ -422,11 +473,14 @@ func (lab *Lab) DialSubmission(local string) (*Client, error) {
 // DialSMTPS connects to the submissions service (465) from local, with implicit TLS.
 func (lab *Lab) DialSMTPS(local string) (*Client, error) { return Dial(lab.SMTPS, local, ImplicitTLS) }
 
+// PostfixLog is the path of Postfix's log (maillog_file), for tests that wait for a line of it.
+func (lab *Lab) PostfixLog() string { return filepath.Join(lab.postfixDir, "postfix.log") }
+
 // Logs returns the Postfix log, the Dovecot log and the output of the commands the harness ran.
 func (lab *Lab) Logs() string {
 	var b strings.Builder
 	for _, f := range []struct{ title, path string }{
-		{"postfix log", filepath.Join(lab.postfixDir, "postfix.log")},
+		{"postfix log", lab.PostfixLog()},
 		{"dovecot log", filepath.Join(lab.dovecotDir, "dovecot.log")},
 		{"dovecot stderr", filepath.Join(lab.dovecotDir, "stderr.log")},
 	} {

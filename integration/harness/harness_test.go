@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -445,6 +446,33 @@ func TestSMTPPortNeedsTLSForAuthAndAuthForRelay(t *testing.T) {
 	}
 }
 
+// The reinjection service goes down and comes back with a reload, the rest of Postfix running on;
+// back, it queues and relays what it is given (as the filter gives it, without AUTH).
+func TestReinjectStopStart(t *testing.T) {
+	if err := lab.StopReinject(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Dial(lab.Reinject, "127.0.0.14", Plain); !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("reinjection service stopped: %v; want connection refused", err)
+	}
+	if err := lab.StartReinject(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(lab.Reinject, "127.0.0.14", Plain)
+	if err != nil {
+		t.Fatalf("reinjection service started again: %v", err)
+	}
+	defer c.Close()
+	must := mustOK(t, c)
+	must(c.Ehlo("filter.test"))
+	msg, subject := message("after-reload")
+	must(c.Send("jan@example.test", []string{"rcpt@example.net"}, msg))
+	waitSubject(t, subject)
+}
+
 func TestSubstitutionsFailLoudly(t *testing.T) {
 	if _, err := substitute("main.cf", "relayguard_policy = check_policy_service inet:127.0.0.1:9999\n",
 		substitution{"policy service address", etcPolicyAddr, "inet:127.0.0.1:1"}); err == nil ||
@@ -460,6 +488,14 @@ func TestSubstitutionsFailLoudly(t *testing.T) {
 	got, err := renameService("master.cf", "smtp      inet  n\nsubmission inet n\nsubmissions inet n\n", "submission", "127.0.0.1:1")
 	if err != nil || got != "smtp      inet  n\n127.0.0.1:1 inet n\nsubmissions inet n\n" {
 		t.Errorf("renameService: %q, %v", got, err)
+	}
+	master := "a inet n - n - - smtpd\n  -o x=1\n# comment\n127.0.0.1:1 inet n - n - 20 smtpd\n  -o y=2\n\t-o z=3\n#\nb unix - - n - - smtp\n  -o w=4\n"
+	got, err = withoutService("master.cf", master, "127.0.0.1:1")
+	if want := "a inet n - n - - smtpd\n  -o x=1\n# comment\n#\nb unix - - n - - smtp\n  -o w=4\n"; err != nil || got != want {
+		t.Errorf("withoutService: %q, %v\nwant %q", got, err, want)
+	}
+	if _, err := withoutService("master.cf", master, "127.0.0.1:2"); err == nil {
+		t.Error("withoutService accepted a missing service")
 	}
 	if err := require("main.cf", "smtpd_sasl_path = /run/x\n", "SASL socket", etcSASLPath); err == nil {
 		t.Error("require accepted a missing line")

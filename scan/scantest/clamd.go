@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"relayguard/scan/clamd"
@@ -88,11 +89,21 @@ func StartClamd(dir string) (*Clamd, error) {
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("scantest: %w", err)
 	}
-	p, err := startProcess("clamd", dir, log, "--config-file="+conf)
-	if err != nil {
+	c := &Clamd{Addr: loopback(port), Socket: socket, Dir: dir}
+	if err := c.Start(); err != nil {
 		return nil, err
 	}
-	c := &Clamd{Addr: loopback(port), Socket: socket, Dir: dir, p: p}
+	return c, nil
+}
+
+// Start starts clamd again after Stop, with the same configuration,
+// database and addresses, and returns once it answers PING on both its
+// sockets.
+func (c *Clamd) Start() error {
+	p, err := startProcess("clamd", c.Dir, filepath.Join(c.Dir, "clamd.log"), "--config-file="+filepath.Join(c.Dir, "clamd.conf"))
+	if err != nil {
+		return err
+	}
 	tcp, unix := c.Client(), c.UnixClient()
 	err = p.waitReady(60*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -101,10 +112,23 @@ func StartClamd(dir string) (*Clamd, error) {
 	})
 	if err != nil {
 		p.stop()
-		return nil, err
+		return err
 	}
-	return c, nil
+	c.p = p
+	return nil
 }
+
+// Pause freezes clamd (SIGSTOP): the kernel still accepts connections on
+// its sockets and buffers what clients send, and nothing answers, as when a
+// scanner hangs, until Resume.
+func (c *Clamd) Pause() error { return c.p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused clamd run on.
+func (c *Clamd) Resume() error { return c.p.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Stop stops clamd and keeps its files, so that Start brings it back where
+// its clients expect it: a test of what a scanner's outage does.
+func (c *Clamd) Stop() error { return c.p.stop() }
 
 // writeClamDB writes the test signatures into dir.
 func writeClamDB(dir string) error {
@@ -142,5 +166,5 @@ func (c *Clamd) UnixClient() *clamd.Client {
 // Log returns clamd's log.
 func (c *Clamd) Log() string { return c.p.Log() }
 
-// Close stops clamd.
+// Close stops clamd (nothing happens if Stop already did).
 func (c *Clamd) Close() error { return c.p.stop() }

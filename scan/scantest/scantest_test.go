@@ -151,16 +151,50 @@ func TestRealClamd(t *testing.T) {
 	}
 	t.Logf("PING: %v", (time.Since(t0) / n).Round(time.Microsecond))
 
+	unavailable := func(when string) {
+		t.Helper()
+		for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
+			if _, err := c.Scan(ctx, bytes.NewReader(EICAR())); !errors.Is(err, scan.ErrUnavailable) {
+				t.Errorf("%s %s: got %v, want scan.ErrUnavailable", c.Network, when, err)
+			}
+		}
+	}
+	// A hang: paused, clamd answers nothing; resumed, it answers again.
+	if err := d.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	hung, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if err := d.Client().Ping(hung); err == nil {
+		t.Error("a paused clamd answered PING")
+	}
+	cancel()
+	if err := d.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Client().Ping(ctx); err != nil {
+		t.Errorf("PING after Resume: %v", err)
+	}
+	// An outage: after Stop nothing answers; Start brings clamd back on the
+	// same addresses.
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	unavailable("after Stop")
+	t0 = time.Now()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("clamd restarted in %v", time.Since(t0).Round(time.Millisecond))
+	for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
+		check(c, c.Network+" EICAR after Start", EICAR(), infected)
+	}
+
 	t0 = time.Now()
 	if err := d.Close(); err != nil {
 		t.Error(err)
 	}
 	t.Logf("clamd stopped in %v", time.Since(t0).Round(time.Millisecond))
-	for _, c := range []*clamd.Client{d.Client(), d.UnixClient()} {
-		if _, err := c.Scan(ctx, bytes.NewReader(EICAR())); !errors.Is(err, scan.ErrUnavailable) {
-			t.Errorf("%s after Close: got %v, want scan.ErrUnavailable", c.Network, err)
-		}
-	}
+	unavailable("after Close")
 }
 
 func TestRealRspamd(t *testing.T) {
