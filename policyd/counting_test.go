@@ -314,3 +314,48 @@ func TestSpamAllowance(t *testing.T) {
 		t.Errorf("unknown client: %+v %v", r, err)
 	}
 }
+
+// Each subject spends its own allowance: the spam that spends an account's
+// allowance does not block the address it came from, whose own count is
+// below it (an office NAT, a webmail), and the other way round.
+func TestSpamAllowancePerSubject(t *testing.T) {
+	e := newTestEngine(t, func(c *config.Config) { c.Rules.SpamAllowance.Allowance = 2 })
+	ctx := context.Background()
+	report := func(login, ip string) bool {
+		t.Helper()
+		spent, err := ReportSpam(ctx, e.store, &e.cfg.Rules.SpamAllowance, login, netip.MustParseAddr(ip), e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return spent
+	}
+	blocked := func(key string) bool {
+		t.Helper()
+		_, b, err := e.store.Blocked(ctx, key, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for i, s := range []struct {
+		login, ip string
+		spent     bool
+	}{
+		{"jan@example.cz", "127.0.0.21", false},
+		{"jan@example.cz", "127.0.0.21", false},
+		{"jan@example.cz", "127.0.0.22", true}, // jan's third: jan blocked, .22 has one
+		{"eva@example.cz", "127.0.0.21", true}, // .21's third: .21 blocked, eva has one
+	} {
+		if got := report(s.login, s.ip); got != s.spent {
+			t.Errorf("report %d (%s from %s): spent %v, want %v", i+1, s.login, s.ip, got, s.spent)
+		}
+	}
+	for key, want := range map[string]bool{
+		"r15|account|jan@example.cz": true, "r15|ip|127.0.0.21": true,
+		"r15|ip|127.0.0.22": false, "r15|account|eva@example.cz": false,
+	} {
+		if got := blocked(key); got != want {
+			t.Errorf("%s blocked: %v, want %v", key, got, want)
+		}
+	}
+}

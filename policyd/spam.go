@@ -63,27 +63,33 @@ type SpamReport struct {
 	Spent bool   // the allowance is spent: refuse the message
 }
 
-// ReportSpam counts a spam message against the account and the address,
-// and blocks both once the allowance is spent.
+// spamLimit is the allowance of one subject.
+func spamLimit(c *config.SpamAllowance) limits.Limit {
+	return limits.Limit{Window: limits.Window{Length: c.Window, Buckets: 24}, Max: int64(c.Allowance)}
+}
+
+// ReportSpam counts a spam message against the account and against the
+// address, each on its own, and blocks each one whose allowance is spent:
+// an account's spam spends the allowance of a shared address (an office's
+// NAT, a webmail) only as far as that address's own count goes.
 func ReportSpam(ctx context.Context, s limits.Store, c *config.SpamAllowance, login string, ip netip.Addr, now time.Time) (bool, error) {
 	if c.Mode == config.Off || (ip.IsValid() && c.Exempt.Contains(ip)) {
 		return false, nil
 	}
-	l := limits.Limit{Window: limits.Window{Length: c.Window, Buckets: 24}, Max: int64(c.Allowance)}
-	var kl []limits.KeyLimit
-	keys := spamKeys(c, login, ip)
-	for _, k := range keys {
-		kl = append(kl, limits.KeyLimit{Key: k, Limit: l})
-	}
-	d, err := s.CheckAdd(ctx, now, 1, kl...)
-	if err != nil || d.Allowed {
-		return false, err
-	}
 	reason := fmt.Sprintf("spam allowance of %d per %s spent", c.Allowance, c.Window)
-	for _, k := range keys {
+	spent := false
+	for _, k := range spamKeys(c, login, ip) {
+		d, err := s.CheckAdd(ctx, now, 1, limits.KeyLimit{Key: k, Limit: spamLimit(c)})
+		if err != nil {
+			return false, err
+		}
+		if d.Allowed {
+			continue
+		}
 		if err := s.Block(ctx, k, now.Add(c.BlockFor), reason, d.Count+1); err != nil {
 			return false, err
 		}
+		spent = true
 	}
-	return c.Mode == config.Enforce, nil
+	return spent && c.Mode == config.Enforce, nil
 }

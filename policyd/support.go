@@ -117,10 +117,14 @@ func (s *Support) Usage(ctx context.Context, subj string) ([]admin.UsageLine, er
 				limits.Limit{Window: limits.Window{Length: g.Window, Buckets: r.BigMessages.Buckets}, Max: int64(g.Max)}})
 		}
 	}
+	spam := func(key, shown string) {
+		cs = append(cs, counter{"R15", shown, key, spamLimit(&r.SpamAllowance)})
+	}
 	if strings.Contains(subj, "@") {
 		a := subject.Account(subj)
 		rateWindows(subject.Key("r10", "account", a), a)
 		bigGroups("account", a)
+		spam(subject.Key("r15", "account", a), a)
 	} else {
 		ip, err := admin.ParseIP(subj)
 		if err != nil {
@@ -129,6 +133,8 @@ func (s *Support) Usage(ctx context.Context, subj string) ([]admin.UsageLine, er
 		shown := subject.IP(ip, r.Rate.IPv6Prefix)
 		rateWindows(subject.Key("r10", "ip", shown), shown)
 		bigGroups("ip", subject.IP(ip, r.BigMessages.IPv6Prefix))
+		spamIP := subject.IP(ip, r.SpamAllowance.IPv6Prefix)
+		spam(subject.Key("r15", "ip", spamIP), spamIP)
 		a := &r.AuthFailures
 		cs = append(cs, counter{"R4", subject.IP(ip, a.IPv6Prefix), s.r4Key(ip), authpolicy.FailureLimit(a)})
 	}

@@ -22,18 +22,23 @@ func TestSupport(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("127.0.0.9")
 
-	// Usage: R10 per account and per address, R13, R4.
+	// Usage: R10 per account and per address, R13, R15, R4.
 	x := transaction{client: "127.0.0.9", port: "1", login: "jan@example.cz", from: "jan@example.cz", rcpts: rcpts(3, "foreign.test")}
 	if _, a := x.run(e); a != "DUNNO" {
 		t.Fatal(a)
 	}
+	if _, err := ReportSpam(ctx, e.store, &e.cfg.Rules.SpamAllowance, "jan@example.cz", ip, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
 	lines, err := s.Usage(ctx, "Jan@Example.CZ")
-	if err != nil || len(lines) != 2 || lines[0].Rule != "R10" || lines[0].Used != 3 || lines[0].Limit != 3 ||
-		lines[0].Window != "1m" || lines[0].FreesAt.IsZero() || lines[1].Rule != "R13" || lines[1].Subject != "jan@example.cz to Seznam.cz" {
+	if err != nil || len(lines) != 3 || lines[0].Rule != "R10" || lines[0].Used != 3 || lines[0].Limit != 3 ||
+		lines[0].Window != "1m" || lines[0].FreesAt.IsZero() || lines[1].Rule != "R13" || lines[1].Subject != "jan@example.cz to Seznam.cz" ||
+		lines[2].Rule != "R15" || lines[2].Used != 1 || lines[2].Limit != 10 || lines[2].Window != "24h" {
 		t.Errorf("account usage: %+v %v", lines, err)
 	}
 	lines, err = s.Usage(ctx, "127.0.0.9")
-	if err != nil || len(lines) != 3 || lines[0].Used != 3 || lines[2].Rule != "R4" || lines[2].Limit != 10 {
+	if err != nil || len(lines) != 4 || lines[0].Used != 3 || lines[2].Rule != "R15" || lines[2].Used != 1 ||
+		lines[3].Rule != "R4" || lines[3].Limit != 10 {
 		t.Errorf("address usage: %+v %v", lines, err)
 	}
 	if _, err := s.Usage(ctx, "not an address"); err == nil {
