@@ -353,9 +353,9 @@ func TestEntry(t *testing.T) {
 		{minute, 0, 2, [3]int64{2, 1, 0}, [3]int{1, 1, 0}},
 		{day, 0, 3, [3]int64{2, 1, 3}, [3]int{1, 1, 1}},
 		{minute, 10 * time.Second, 1, [3]int64{3, 1, 3}, [3]int{2, 1, 1}},
-		{hour, 10 * time.Second, 1, [3]int64{3, 2, 3}, [3]int{2, 1, 1}}, // same 5-minute bucket
+		{hour, 10 * time.Second, 1, [3]int64{3, 2, 3}, [3]int{2, 1, 1}},  // same 5-minute bucket
 		{minute, 2 * time.Minute, 5, [3]int64{5, 2, 3}, [3]int{1, 1, 1}}, // the first two buckets leave
-		{day, 3 * time.Hour, 1, [3]int64{0, 0, 4}, [3]int{1, 1, 2}},     // counts lapse, buckets stay until the next add
+		{day, 3 * time.Hour, 1, [3]int64{0, 0, 4}, [3]int{1, 1, 2}},      // counts lapse, buckets stay until the next add
 		{hour, 3 * time.Hour, 7, [3]int64{0, 7, 4}, [3]int{1, 1, 2}},
 	} {
 		now := t0.Add(s.at)
