@@ -150,7 +150,7 @@ func run(o options) error {
 	}
 	printReport(os.Stdout, bare, pd, o.load.requestTimeout)
 	fmt.Println()
-	fmt.Print(logSummary(filepath.Join(dir, "policyd.log")))
+	fmt.Print(report.LogSummary("policyd", filepath.Join(dir, "policyd.log")))
 	if bare.refused()+pd.refused() > 0 {
 		return errRefused
 	}
@@ -277,32 +277,4 @@ func printReport(out *os.File, bare, pd *result, requestTimeout time.Duration) {
 				r.name, strings.Join(answers, ", "), strings.Join(r.examples, "\n  "))
 		}
 	}
-}
-
-// logSummary counts policyd's warnings and errors and shows a few.
-func logSummary(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("policyd's log: %v\n", err)
-	}
-	var warn, errs int
-	var shown []string
-	for line := range strings.Lines(string(data)) {
-		switch {
-		case strings.Contains(line, "level=WARN"):
-			warn++
-		case strings.Contains(line, "level=ERROR"):
-			errs++
-		default:
-			continue
-		}
-		if len(shown) < 5 {
-			shown = append(shown, "  "+strings.TrimSpace(line))
-		}
-	}
-	s := fmt.Sprintf("policyd's log: %d warnings, %d errors\n", warn, errs)
-	if len(shown) > 0 {
-		s += strings.Join(shown, "\n") + "\n"
-	}
-	return s
 }

@@ -2,6 +2,8 @@ package report
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -29,3 +31,34 @@ const BusyOther = 0.1
 // BusyWarning is printed under a table where some measurement had other
 // processes using more than BusyOther cores.
 const BusyWarning = "WARNING: other processes used more than 0.1 cores during a measurement (column \"other CPU\"): its figures are low; run again on a quiet machine"
+
+// LogSummary counts the warnings and errors in a server's logs (slog's
+// text format) and shows the first few.
+func LogSummary(server string, paths ...string) string {
+	var warn, errs int
+	var shown []string
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Sprintf("%s's log: %v\n", server, err)
+		}
+		for line := range strings.Lines(string(data)) {
+			switch {
+			case strings.Contains(line, "level=WARN"):
+				warn++
+			case strings.Contains(line, "level=ERROR"):
+				errs++
+			default:
+				continue
+			}
+			if len(shown) < 5 {
+				shown = append(shown, "  "+strings.TrimSpace(line))
+			}
+		}
+	}
+	s := fmt.Sprintf("%s's log: %d warnings, %d errors\n", server, warn, errs)
+	if len(shown) > 0 {
+		s += strings.Join(shown, "\n") + "\n"
+	}
+	return s
+}

@@ -1,6 +1,8 @@
 package report
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -20,5 +22,17 @@ func TestFormat(t *testing.T) {
 	}
 	if Verdict(true) != "met" || Verdict(false) != "MISSED" {
 		t.Error("Verdict")
+	}
+}
+
+func TestLogSummary(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	os.WriteFile(a, []byte("time=1 level=INFO msg=message\ntime=2 level=WARN msg=\"MIME damaged\"\n"), 0o644)
+	os.WriteFile(b, []byte("time=3 level=ERROR msg=\"next hop unavailable\"\n"), 0o644)
+	got := LogSummary("the filter", a, b)
+	want := "the filter's log: 1 warnings, 1 errors\n  time=2 level=WARN msg=\"MIME damaged\"\n  time=3 level=ERROR msg=\"next hop unavailable\"\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
