@@ -101,6 +101,8 @@ type options struct {
 	bigConns   int
 	bigSize    int
 	dkim       string
+	steady     bool
+	burst      bool
 }
 
 func main() {
@@ -119,6 +121,8 @@ func main() {
 	flag.IntVar(&o.bigConns, "big-conns", 20, "messages in flight at once in the burst")
 	flag.IntVar(&o.bigSize, "big-size", 10_000_000, "bytes of each message of the burst")
 	flag.StringVar(&o.dkim, "dkim", "rsa", "the sender domain's DKIM key: rsa (2048 bits), ed25519, or off (no signing)")
+	flag.BoolVar(&o.steady, "steady", true, "measure the steady load")
+	flag.BoolVar(&o.burst, "burst", true, "measure the burst")
 	flag.Parse()
 	if *bare != "" {
 		fmt.Fprintln(os.Stderr, "pass-through:", serveBare(*bare, *next))
@@ -178,7 +182,7 @@ func run(o options) error {
 	b.printSetup()
 
 	var steady [][2]*result
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; o.steady && round <= o.rounds; round++ {
 		bare, err := b.steady(round, false)
 		if err != nil {
 			return err
@@ -190,7 +194,7 @@ func run(o options) error {
 		steady = append(steady, [2]*result{bare, filter})
 	}
 	var bursts [][2]*burstResult
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; o.burst && round <= o.rounds; round++ {
 		bare, err := b.burst(round, false)
 		if err != nil {
 			return err
@@ -201,12 +205,17 @@ func run(o options) error {
 		}
 		bursts = append(bursts, [2]*burstResult{bare, filter})
 	}
+	failed := false
+	if len(steady) > 0 {
+		fmt.Println()
+		failed = printSteady(os.Stdout, steady) || failed
+	}
+	if len(bursts) > 0 {
+		fmt.Println()
+		failed = printBursts(os.Stdout, bursts) || failed
+	}
 	fmt.Println()
-	failed := printSteady(os.Stdout, steady)
-	fmt.Println()
-	failed = printBursts(os.Stdout, bursts) || failed
-	fmt.Println()
-	if o.dkim != "off" {
+	if o.dkim != "off" && o.steady {
 		if err := b.lab.verify(b.sink.keptMessage()); err != nil {
 			fmt.Printf("DKIM: the first signed message that arrived does not verify: %v\n", err)
 			failed = true
