@@ -177,8 +177,12 @@ func (s *skeleton) cutOff(format string, args ...any) {
 	s.out = nil
 }
 
-// step reads one line, or one buffer's worth of a longer line.
+// step reads one line, or one buffer's worth of a longer line, or a run
+// of body lines that enmime does not get (see skip).
 func (s *skeleton) step() {
+	if skipLines && !s.header && !s.keepAll && !s.midLine && s.skip() {
+		return
+	}
 	chunk, err := s.src.ReadSlice('\n')
 	endsLine := true
 	switch err {
@@ -205,6 +209,45 @@ func (s *skeleton) step() {
 	if s.eof || s.err != nil {
 		s.endRun()
 	}
+}
+
+// skipLines turns skip on; the tests turn it off to compare.
+var skipLines = true
+
+var (
+	lfLF   = []byte("\n\n")
+	lfCRLF = []byte("\n\r\n")
+)
+
+// skip drops, at once, the complete lines at the start of what is
+// buffered that take would drop one by one: in a body (not in a header
+// block, not keeping everything), the lines that hold no "--" and are not
+// blank. Such lines change nothing of the state but leave a placeholder.
+// Searching the buffer for "--" and blank lines is several times faster
+// than reading it line by line, and bodies are most of a message. It
+// reports whether it dropped anything.
+func (s *skeleton) skip() bool {
+	buf, _ := s.src.Peek(s.src.Buffered())
+	limit := len(buf)
+	if d := bytes.Index(buf, dashes); d >= 0 {
+		limit = d
+	}
+	if b := bytes.Index(buf[:limit], lfLF); b >= 0 {
+		limit = b + 1
+	}
+	if b := bytes.Index(buf[:limit], lfCRLF); b >= 0 {
+		limit = b + 1
+	}
+	end := bytes.LastIndexByte(buf[:limit], '\n') + 1
+	if end == 0 || buf[0] == '\n' || buf[0] == '\r' && len(buf) > 1 && buf[1] == '\n' {
+		return false // no complete line, or a first line that take keeps
+	}
+	if s.cut == "" && !s.dropped {
+		s.out, s.dropped = placeholder(buf[:bytes.IndexByte(buf, '\n')+1]), true
+	}
+	s.lineBlank, s.lineDash, s.prevDash, s.keepLine = false, false, false, false
+	s.src.Discard(end)
+	return true
 }
 
 // take follows the state of the message through one chunk and reports
