@@ -100,6 +100,9 @@ type skeleton struct {
 	err    error  // the first read error of src
 	cut    string // why enmime got end of file early
 
+	pos      int64  // bytes read from src
+	nextDash finder // where the next "--" is (see skip)
+
 	dropped   bool // the last line was dropped
 	midLine   bool // inside a line longer than the buffer
 	keepLine  bool
@@ -184,6 +187,7 @@ func (s *skeleton) step() {
 		return
 	}
 	chunk, err := s.src.ReadSlice('\n')
+	s.pos += int64(len(chunk))
 	endsLine := true
 	switch err {
 	case nil:
@@ -214,40 +218,68 @@ func (s *skeleton) step() {
 // skipLines turns skip on; the tests turn it off to compare.
 var skipLines = true
 
-var (
-	lfLF   = []byte("\n\n")
-	lfCRLF = []byte("\n\r\n")
-)
-
 // skip drops, at once, the complete lines at the start of what is
 // buffered that take would drop one by one: in a body (not in a header
 // block, not keeping everything), the lines that hold no "--" and are not
 // blank. Such lines change nothing of the state but leave a placeholder.
-// Searching the buffer for "--" and blank lines is several times faster
-// than reading it line by line, and bodies are most of a message. It
-// reports whether it dropped anything.
+// One search of the buffer for "--" and a look at each line's end is
+// several times faster than reading the lines one by one through take,
+// and bodies are most of a message. It reports whether it dropped
+// anything.
 func (s *skeleton) skip() bool {
 	buf, _ := s.src.Peek(s.src.Buffered())
 	limit := len(buf)
-	if d := bytes.Index(buf, dashes); d >= 0 {
+	if d, ok := s.nextDash.find(buf, s.pos, dashes); ok {
 		limit = d
 	}
-	if b := bytes.Index(buf[:limit], lfLF); b >= 0 {
-		limit = b + 1
+	end := 0 // the complete lines before limit that are not blank
+	for end < limit {
+		i := bytes.IndexByte(buf[end:limit], '\n')
+		if i < 0 || i == 0 || i == 1 && buf[end] == '\r' {
+			break
+		}
+		end += i + 1
 	}
-	if b := bytes.Index(buf[:limit], lfCRLF); b >= 0 {
-		limit = b + 1
-	}
-	end := bytes.LastIndexByte(buf[:limit], '\n') + 1
-	if end == 0 || buf[0] == '\n' || buf[0] == '\r' && len(buf) > 1 && buf[1] == '\n' {
-		return false // no complete line, or a first line that take keeps
+	if end == 0 {
+		return false
 	}
 	if s.cut == "" && !s.dropped {
 		s.out, s.dropped = placeholder(buf[:bytes.IndexByte(buf, '\n')+1]), true
 	}
 	s.lineBlank, s.lineDash, s.prevDash, s.keepLine = false, false, false, false
 	s.src.Discard(end)
+	s.pos += int64(end)
 	return true
+}
+
+// finder remembers where a pattern occurs next in the source, so that
+// skip, called once per run of lines, searches each byte for it once: a
+// body of short paragraphs would otherwise have it search its whole buffer
+// for each paragraph.
+type finder struct {
+	at    int64 // where the pattern starts next, if found
+	found bool
+	free  int64 // the pattern starts nowhere from the read position to this
+}
+
+// find returns where pattern starts in buf, which starts at pos in the
+// source.
+func (f *finder) find(buf []byte, pos int64, pattern []byte) (int, bool) {
+	if !f.found || f.at < pos {
+		f.found = false
+		if rel := max(0, int(f.free-pos)); rel < len(buf) {
+			if i := bytes.Index(buf[rel:], pattern); i >= 0 {
+				f.at, f.found = pos+int64(rel+i), true
+			} else {
+				// The last bytes may start an occurrence.
+				f.free = pos + int64(max(rel, len(buf)-len(pattern)+1))
+			}
+		}
+	}
+	if f.found && f.at < pos+int64(len(buf)) {
+		return int(f.at - pos), true
+	}
+	return 0, false
 }
 
 // take follows the state of the message through one chunk and reports

@@ -45,6 +45,7 @@ func TestSkip(t *testing.T) {
 		[]byte(strings.ReplaceAll(string(pdfMessage(40<<10)), "\r\n", "\n")),
 		[]byte(mixed(textPart, "Content-Type: text/plain\n\nline\n\n\nafter blank lines\r\nx--y\n-\n-\n--b1x\n"+strings.Repeat("z", 40<<10)+"\n"+binary(20<<10))),
 		[]byte(mixed("Content-Type: text/plain\n\n" + strings.Repeat("a\r\n\r\n", 5000) + strings.Repeat("b\n", 20000))),
+		paragraphs(),
 	}
 	for _, m := range msgs[:] {
 		msgs = append(msgs, bytes.ReplaceAll(m, []byte("\r\n"), []byte("\n")))
@@ -68,4 +69,15 @@ func TestSkip(t *testing.T) {
 	for _, msg := range msgs {
 		sameSkip(t, msg)
 	}
+}
+
+// paragraphs is a message of many short paragraphs: runs of one line.
+func paragraphs() []byte {
+	return []byte(mixed("Content-Type: text/plain\n\n" + strings.Repeat("Dobrý den, toto je odstavec textu.\n\n", 30000)))
+}
+
+// BenchmarkInspectParagraphs: skipping must not cost more than reading
+// line by line when each run is one line.
+func BenchmarkInspectParagraphs(b *testing.B) {
+	benchmark(b, paragraphs(), inspectOK)
 }
