@@ -175,7 +175,9 @@ func (t *session) serve() {
 			t.next.close()
 		}
 	}()
-	t.r = bufio.NewReaderSize(deadlineReader{t.conn, t.srv.Timeout}, 64*1024)
+	t.r = bigReaders.Get().(*bufio.Reader)
+	t.r.Reset(deadlineReader{t.conn, t.srv.Timeout})
+	defer putBigReader(t.r)
 	t.w = bufio.NewWriter(t.conn)
 	t.resetTransaction()
 	if t.reply("220 "+t.srv.Hostname+" ESMTP relayguard") != nil {
@@ -391,7 +393,10 @@ func (t *session) deliver(m *Message, v Verdict) error {
 		go func(r io.Reader) { pw.CloseWithError(t.srv.Sign(pw, r, m)) }(body)
 		body = pr
 	}
-	if err := writeData(t.next.w, body); err != nil {
+	br := bigReaders.Get().(*bufio.Reader) // writeData's buffer
+	br.Reset(body)
+	defer putBigReader(br)
+	if err := writeData(t.next.w, br); err != nil {
 		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)
 		return t.dropNextHop()
 	}
@@ -403,6 +408,16 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	t.srv.Log.Info("message", "client", m.ClientAddr, "port", m.ClientPort, "ident", m.Ident, "sender", m.Sender,
 		"recipients", len(m.Recipients), "size", m.Spool.Size(), "next_hop", rep.last())
 	return t.reply(rep.lines...)
+}
+
+// bigReaders are the 64 KiB buffers of the connections and of writeData,
+// kept between messages: allocated for each, they were half of the
+// filter's garbage.
+var bigReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64*1024) }}
+
+func putBigReader(r *bufio.Reader) {
+	r.Reset(nil)
+	bigReaders.Put(r)
 }
 
 // deadlineReader renews the read deadline before each read of the
