@@ -128,6 +128,8 @@ type skeleton struct {
 
 	blocks int
 	found  []scanned
+
+	folded [512]byte // a header line, for mentions
 }
 
 // buffers holds the skeletons' line buffers between messages.
@@ -351,12 +353,17 @@ func (s *skeleton) mentions(line []byte, endsLine bool) {
 		s.keepAll, s.runMsg, s.runOpen, s.runName = true, true, true, true
 		return
 	}
-	s.runMsg = s.runMsg || containsFold(line, "message/")
-	s.runEnc = s.runEnc || containsFold(line, "base64") || containsFold(line, "quoted-printable")
+	// Lower-cased once, without its CRs, the line is searched fast.
+	var folded []byte
+	if len(line) <= len(s.folded) {
+		folded = lowerNoCR(s.folded[:0], line)
+	}
+	s.runMsg = s.runMsg || has(line, folded, "message/")
+	s.runEnc = s.runEnc || has(line, folded, "base64") || has(line, folded, "quoted-printable")
 	s.runCT = s.runCT || len(line) >= 12 && containsFold(line[:12], "content-type")
-	s.runOpen = s.runOpen || mayOpen(line)
-	s.runName = s.runName || containsFold(line, "content-")
-	if containsFold(line, "multipart/digest") {
+	s.runOpen = s.runOpen || has(line, folded, "boundary") || has(line, folded, "=?") // mayOpen
+	s.runName = s.runName || has(line, folded, "content-")
+	if has(line, folded, "multipart/digest") {
 		// The parts of a digest hold messages; which ones is for enmime
 		// to say: it gets them all.
 		s.digest, s.keepAll = true, true
@@ -551,6 +558,30 @@ type ignoreErrors struct{}
 
 func (ignoreErrors) AddError(string, string, ...any)   {}
 func (ignoreErrors) AddWarning(string, string, ...any) {}
+
+// has is containsFold(line, lower), searched in folded, line lower-cased
+// without its CRs, unless that is nil.
+func has(line, folded []byte, lower string) bool {
+	if folded == nil {
+		return containsFold(line, lower)
+	}
+	return bytes.Contains(folded, []byte(lower))
+}
+
+// lowerNoCR appends b to dst in lower case (ASCII) and without its CR bytes:
+// containsFold(b, lower) is bytes.Contains(lowerNoCR(nil, b), lower).
+func lowerNoCR(dst, b []byte) []byte {
+	for _, c := range b {
+		switch {
+		case c == '\r':
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
 
 // containsFold reports whether b contains lower, which is lower-case ASCII,
 // in any case and ignoring CR bytes: enmime's media type parser deletes

@@ -81,3 +81,26 @@ func paragraphs() []byte {
 func BenchmarkInspectParagraphs(b *testing.B) {
 	benchmark(b, paragraphs(), inspectOK)
 }
+
+// FuzzLowerNoCR: searching a line lower-cased without its CRs finds what
+// containsFold finds.
+func FuzzLowerNoCR(f *testing.F) {
+	f.Add([]byte("Content-Type: Message/RFC822"), "message/")
+	f.Add([]byte("messa\rge/rfc822"), "message/")
+	f.Add([]byte("=\r?utf-8?q?x?="), "=?")
+	f.Add([]byte("BOUNDARY\r\r"), "boundary")
+	f.Fuzz(func(t *testing.T, line []byte, pattern string) {
+		lower := strings.ToLower(strings.ReplaceAll(pattern, "\r", ""))
+		if lower == "" {
+			return
+		}
+		for _, c := range []byte(lower) {
+			if c >= 0x80 {
+				return // containsFold takes lower-case ASCII patterns
+			}
+		}
+		if got, want := bytes.Contains(lowerNoCR(nil, line), []byte(lower)), containsFold(line, lower); got != want {
+			t.Errorf("%q in %q: %v, containsFold %v", lower, line, got, want)
+		}
+	})
+}
