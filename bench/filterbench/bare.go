@@ -48,7 +48,9 @@ func serveRelay(ln net.Listener, next string) error {
 // relay serves one connection.
 func relay(c net.Conn, next string) error {
 	defer c.Close()
-	cr, cw := bufio.NewReaderSize(c, 64<<10), bufio.NewWriterSize(c, 4<<10)
+	cr, cw := getReader(c, 64<<10), getWriter(c, 4<<10)
+	defer putReader(cr)
+	defer putWriter(cw)
 	n, err := net.Dial("tcp", next)
 	if err != nil {
 		cw.WriteString("421 4.4.1 next hop unavailable\r\n")
@@ -56,7 +58,9 @@ func relay(c net.Conn, next string) error {
 		return err
 	}
 	defer n.Close()
-	nr, nw := bufio.NewReaderSize(n, 4<<10), bufio.NewWriterSize(n, 64<<10)
+	nr, nw := getReader(n, 4<<10), getWriter(n, 64<<10)
+	defer putReader(nr)
+	defer putWriter(nw)
 	if _, err := passReply(nr, cw); err != nil {
 		return err
 	}

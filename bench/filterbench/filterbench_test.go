@@ -39,11 +39,13 @@ func TestThroughRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, unknown := s.arrivals()
-	res.losses = check(res.accepted, int64(m.Size), false, got, "t1-")
-	if res.messages == 0 || res.latency.N != res.messages || len(res.refused) > 0 || res.losses.any() || unknown > 0 {
+	res.losses = check(res.accepted, int64(m.Size), false, s.take("t1-"), "t1-")
+	if res.messages == 0 || res.latency.N != res.messages || len(res.refused) > 0 || res.losses.any() || s.withoutID() > 0 {
 		t.Errorf("%d measured (%d latencies), %d accepted, refused %v, losses %+v, %d without id",
-			res.messages, res.latency.N, len(res.accepted), res.refused, res.losses, unknown)
+			res.messages, res.latency.N, len(res.accepted), res.refused, res.losses, s.withoutID())
+	}
+	if left := s.take("t1-"); len(left) > 0 {
+		t.Errorf("%d arrivals left after take", len(left))
 	}
 
 	big := testmail.New(300_000, 2)
@@ -51,8 +53,7 @@ func TestThroughRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ = s.arrivals()
-	b.losses = check(b.accepted, int64(big.Size), false, got, "t2-")
+	b.losses = check(b.accepted, int64(big.Size), false, s.take("t2-"), "t2-")
 	if len(b.accepted) != 3 || b.losses.any() || b.inFlight != 3*int64(big.Size) || b.mem.Peak <= 0 {
 		t.Errorf("burst: %+v", b)
 	}
@@ -88,7 +89,7 @@ func TestSinkData(t *testing.T) {
 	if err := s.data(bufio.NewReader(strings.NewReader(msg + ".\r\n"))); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := s.arrivals()
+	got := s.take("t-")
 	want := arrival{count: 1, size: int64(len(msg) - len("DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n") - 1), signed: true, complete: true}
 	if got[id] != want {
 		t.Errorf("%+v, want %+v", got[id], want)

@@ -41,9 +41,9 @@ func dial(addr string, timeout time.Duration) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &client{conn: conn, r: bufio.NewReaderSize(conn, 4<<10), w: bufio.NewWriterSize(conn, 64<<10), timeout: timeout}
+	c := &client{conn: conn, r: getReader(conn, 4<<10), w: getWriter(conn, 64<<10), timeout: timeout}
 	if _, err := c.expect("greeting", 220); err != nil {
-		conn.Close()
+		c.close()
 		return nil, err
 	}
 	return c, nil
@@ -117,7 +117,13 @@ func (c *client) data(m *testmail.Message, id string) (time.Duration, error) {
 
 func (c *client) quit() {
 	c.cmd("QUIT", 221)
+	c.close()
+}
+
+func (c *client) close() {
 	c.conn.Close()
+	putReader(c.r)
+	putWriter(c.w)
 }
 
 // loadConfig is the steady load.

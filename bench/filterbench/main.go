@@ -223,6 +223,10 @@ func run(o options) error {
 			fmt.Printf("DKIM: the first signed message that arrived verifies (d=%s, s=%s, %s key)\n", testmail.SenderDomain, selector, o.dkim)
 		}
 	}
+	if n := b.sink.withoutID(); n > 0 {
+		fmt.Printf("%d messages arrived at the sink without their %s\n", n, testmail.IDHeader)
+		failed = true
+	}
 	logs, _ := filepath.Glob(filepath.Join(b.dir, "filter-*.log"))
 	fmt.Print(report.LogSummary("the filter", logs...))
 	if failed {
@@ -282,8 +286,7 @@ func (b *bench) steady(round int, filter bool) (*result, error) {
 	if err := c.Stop(); err != nil {
 		return nil, err
 	}
-	got, _ := b.sink.arrivals()
-	res.losses = check(res.accepted, int64(b.small.Size), filter && b.o.dkim != "off", got, run+"-")
+	res.losses = check(res.accepted, int64(b.small.Size), filter && b.o.dkim != "off", b.sink.take(run+"-"), run+"-")
 	fmt.Printf("round %d, %s: %.0f messages/s, %d accepted, %d refused, %d lost or damaged; other processes %.2f cores\n",
 		round, res.name, res.rate(), len(res.accepted), len(res.refused), res.losses.lost+res.losses.damaged, res.cpu.Cores(res.cpu.Other))
 	return res, nil
@@ -305,8 +308,7 @@ func (b *bench) burst(round int, filter bool) (*burstResult, error) {
 	if err := c.Stop(); err != nil {
 		return nil, err
 	}
-	got, _ := b.sink.arrivals()
-	res.losses = check(res.accepted, int64(b.big.Size), filter && b.o.dkim != "off", got, run+"-")
+	res.losses = check(res.accepted, int64(b.big.Size), filter && b.o.dkim != "off", b.sink.take(run+"-"), run+"-")
 	fmt.Printf("round %d, %s: %d × %.1f MB at once in %.1fs, peak RSS %.1f MB\n",
 		round, res.name, res.messages, float64(b.big.Size)/mb, res.wall.Seconds(), float64(res.mem.Peak)/mb)
 	return res, nil

@@ -81,16 +81,27 @@ func (s *sink) keptMessage() []byte {
 	return s.kept
 }
 
-// arrivals returns what arrived of each id, and how many messages arrived
-// without one.
-func (s *sink) arrivals() (map[string]arrival, int) {
+// take returns what arrived of each id that starts with prefix, and
+// forgets it: the sink holds one run's arrivals at most, so that its
+// garbage collections cost the same in every run.
+func (s *sink) take(prefix string) map[string]arrival {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := make(map[string]arrival, len(s.got))
+	m := map[string]arrival{}
 	for k, v := range s.got {
-		m[k] = *v
+		if strings.HasPrefix(k, prefix) {
+			m[k] = *v
+			delete(s.got, k)
+		}
 	}
-	return m, s.unknown
+	return m
+}
+
+// withoutID is how many messages arrived without an X-Bench-Id.
+func (s *sink) withoutID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unknown
 }
 
 const sinkExtensions = "250-sink.bench\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n" +
@@ -98,8 +109,9 @@ const sinkExtensions = "250-sink.bench\r\n250-PIPELINING\r\n250-SIZE 104857600\r
 
 func (s *sink) serve(c net.Conn) {
 	defer c.Close()
-	r := bufio.NewReaderSize(c, 64<<10)
-	w := bufio.NewWriter(c)
+	r, w := getReader(c, 64<<10), getWriter(c, 4<<10)
+	defer putReader(r)
+	defer putWriter(w)
 	say := func(text string) error {
 		w.WriteString(text)
 		return w.Flush()
@@ -138,6 +150,8 @@ func (s *sink) serve(c net.Conn) {
 }
 
 var errLongLine = errors.New("a line longer than 64 KiB")
+
+var lastLinePrefix = []byte(testmail.LastLine(""))
 
 // data reads one message up to the lone "." and notes its arrival.
 func (s *sink) data(r *bufio.Reader) error {
@@ -190,7 +204,10 @@ func (s *sink) data(r *bufio.Reader) error {
 		if !inDKIM {
 			a.size += int64(len(line))
 		}
-		last = append(last[:0], line...)
+		last = last[:0]
+		if bytes.HasPrefix(line, lastLinePrefix) { // copied only when it may be the last line
+			last = append(last, line...)
+		}
 	}
 	a.complete = id != "" && string(last) == testmail.LastLine(id)+"\r\n"
 	s.mu.Lock()
