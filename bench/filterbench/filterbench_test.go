@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"relayguard/config"
 	"relayguard/internal/testmail"
 )
 
@@ -139,5 +141,37 @@ func TestRefused(t *testing.T) {
 	}
 	if len(w.refused) != 1 || w.refused[0] != "MAIL: 451 4.7.1 ID temporary failure, try again later" || len(w.accepted) != 0 {
 		t.Errorf("refused %q, accepted %q", w.refused, w.accepted)
+	}
+}
+
+// TestLab writes the configuration of etc/ with the filter's lines
+// replaced and a DKIM key whose signature verifies.
+func TestLab(t *testing.T) {
+	dir := t.TempDir()
+	l, err := setupLab("../../etc", dir, "127.0.0.1:2525", "ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(l.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.ContentFilter
+	if f.NextHop != "127.0.0.1:2525" || f.Listen != l.filter || f.SpoolDir != filepath.Join(dir, "spool") ||
+		f.Rules.Virus.Mode != config.Off || f.Rules.Spam.Mode != config.Off || f.Rules.Attachments.Mode != config.Enforce {
+		t.Errorf("the filter's configuration: %+v", f)
+	}
+	d, err := config.LoadDirectory(cfg.Policyd.Directory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := d.Groups(); len(g) != 1 || g[0].DKIMKey == "" {
+		t.Errorf("directory: %+v", g)
+	}
+	if cost, err := l.signCost(); err != nil || cost < 0 {
+		t.Errorf("signCost: %v, %v", cost, err)
+	}
+	if err := l.verify([]byte("From: a@example.cz\r\n\r\nunsigned\r\n")); err == nil {
+		t.Error("an unsigned message verifies")
 	}
 }

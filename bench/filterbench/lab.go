@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
 	"relayguard/bench/internal/etcconf"
+	"relayguard/bench/internal/proc"
 	"relayguard/dkim"
 	"relayguard/internal/testmail"
 )
@@ -25,8 +29,9 @@ import (
 // domain directory.
 type lab struct {
 	config  string
-	filter  string // the filter's address
-	dkimTXT string // the key's DNS record value, "" without signing
+	filter  string        // the filter's address
+	dkimTXT string        // the key's DNS record value, "" without signing
+	key     crypto.Signer // the key, nil without signing
 }
 
 // selector is the DKIM selector of the sender's domain.
@@ -53,6 +58,7 @@ func setupLab(etc, dir, next, keyKind string) (*lab, error) {
 			return nil, err
 		}
 		directory += fmt.Sprintf("dkim_selector = %q\ndkim_key = %q\n", selector, path)
+		l.key = key
 		if l.dkimTXT, err = txtValue(key.Public()); err != nil {
 			return nil, err
 		}
@@ -116,4 +122,23 @@ func (l *lab) verify(msg []byte) error {
 		return fmt.Errorf("signed by %s, want %s", vs[0].Domain, testmail.SenderDomain)
 	}
 	return nil
+}
+
+// signCost is the CPU time of one signature with the key (the private-key
+// operation on a SHA-256 hash, which the filter makes once per message),
+// measured in this process: the least CPU per message that signing costs.
+func (l *lab) signCost() (time.Duration, error) {
+	digest := sha256.Sum256([]byte("filterbench"))
+	opts := crypto.Hash(crypto.SHA256)
+	if _, ok := l.key.(ed25519.PrivateKey); ok {
+		opts = 0
+	}
+	const n = 50
+	cpu0 := proc.SelfCPU()
+	for range n {
+		if _, err := l.key.Sign(rand.Reader, digest[:], opts); err != nil {
+			return 0, err
+		}
+	}
+	return (proc.SelfCPU() - cpu0) / n, nil
 }
