@@ -144,6 +144,10 @@ func ReadMemory(pid int) (Memory, error) {
 // whatever the kernel's own tick.
 const userHZ = 100
 
+// Tick is the resolution of the CPU times read from /proc: a measurement of
+// a few ticks says little.
+const Tick = time.Second / userHZ
+
 // ReadCPU returns the CPU time (user and system, all threads) that process
 // pid has used so far.
 func ReadCPU(pid int) (time.Duration, error) {

@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
+// spin runs until this process has used d more CPU, or 10 s have passed.
 func spin(d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	start, deadline := SelfCPU(), time.Now().Add(10*time.Second)
+	for SelfCPU()-start < d && time.Now().Before(deadline) {
 	}
 }
 
@@ -39,7 +40,9 @@ func TestProc(t *testing.T) {
 }
 
 // TestSampleCPU measures this process as both server and load generator:
-// the spin shows in both, and nothing is counted twice as other CPU.
+// /proc and getrusage agree on what it used, and nothing is counted twice
+// as other CPU. It spins until it has used 200 ms of CPU, however busy the
+// machine.
 func TestSampleCPU(t *testing.T) {
 	a, err := SampleCPU(os.Getpid())
 	if err != nil {
@@ -51,11 +54,14 @@ func TestSampleCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := b.Since(a)
-	if u.Wall < 200*time.Millisecond || u.Server < 100*time.Millisecond || u.Load < 100*time.Millisecond || u.Other < 0 {
-		t.Errorf("%+v: want wall >= 200ms, server and load >= 100ms, other >= 0", u)
+	if u.Load < 200*time.Millisecond {
+		t.Skipf("the machine gave this process %v of CPU in 10 s", u.Load)
 	}
-	if c := u.Cores(u.Load); c < 0.5 || c > 1.5 {
-		t.Errorf("one spinning goroutine kept %.2f cores busy, want about 1", c)
+	if d := u.Server - u.Load; d < -5*Tick || d > 5*Tick || u.Other < 0 || u.Wall < u.Load/2 {
+		t.Errorf("%+v: want server = load (within 5 ticks), other >= 0, wall >= load/2", u)
+	}
+	if c := u.Cores(u.Load); c <= 0 || c > 2 {
+		t.Errorf("one spinning goroutine kept %.2f cores busy", c)
 	}
 }
 
