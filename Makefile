@@ -38,7 +38,7 @@ e2e:
 
 # Fuzz each parser of untrusted input for FUZZTIME; seeds live in testdata/.
 FUZZERS := policyd:FuzzDecode milter:FuzzServe contentfilter:FuzzSession attachments:FuzzInspect \
-	authpolicy:FuzzRequest dkim:FuzzSign dkim:FuzzSameAsGoMsgauth
+	authpolicy:FuzzRequest dkim:FuzzSign dkim:FuzzSameAsGoMsgauth attachments:FuzzLowerNoCR
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzz $$f"; $(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(FUZZTIME) ./$${f%%:*}/; \
