@@ -37,17 +37,20 @@ e2e:
 	$(GO) test -race -count=1 -timeout=10m ./integration/...
 
 # Fuzz each parser of untrusted input for FUZZTIME; seeds live in testdata/.
-FUZZERS := policyd:FuzzDecode mailaddr:FuzzDomain limits:FuzzDecodeCounters milter:FuzzServe contentfilter:FuzzSession attachments:FuzzInspect \
-	authpolicy:FuzzRequest dkim:FuzzSign
+FUZZERS := policyd:FuzzDecode mailaddr:FuzzDomain limits:FuzzDecodeCounters milter:FuzzServe contentfilter:FuzzSession \
+	attachments:FuzzInspect attachments:FuzzLowerNoCR authpolicy:FuzzRequest dkim:FuzzSign dkim:FuzzSameAsGoMsgauth
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzz $$f"; $(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(FUZZTIME) ./$${f%%:*}/; \
 	done
 
 # policyd under a Postfix-like load next to a bare policy-protocol server
-# (bench/policybench): requests/s, latency percentiles, CPU and peak RSS.
+# (bench/policybench), and the content filter next to a pass-through SMTP
+# relay (bench/filterbench): throughput, latency percentiles, CPU and peak
+# RSS, each against its baseline measured in the same run.
 bench: build
 	$(GO) run ./bench/policybench -relayguard $(BIN)
+	$(GO) run ./bench/filterbench -relayguard $(BIN)
 
 clean:
 	rm -rf bin

@@ -100,6 +100,9 @@ type skeleton struct {
 	err    error  // the first read error of src
 	cut    string // why enmime got end of file early
 
+	pos      int64  // bytes read from src
+	nextDash finder // where the next "--" is (see skip)
+
 	dropped   bool // the last line was dropped
 	midLine   bool // inside a line longer than the buffer
 	keepLine  bool
@@ -125,6 +128,8 @@ type skeleton struct {
 
 	blocks int
 	found  []scanned
+
+	folded [512]byte // a header line, for mentions
 }
 
 // buffers holds the skeletons' line buffers between messages.
@@ -177,9 +182,14 @@ func (s *skeleton) cutOff(format string, args ...any) {
 	s.out = nil
 }
 
-// step reads one line, or one buffer's worth of a longer line.
+// step reads one line, or one buffer's worth of a longer line, or a run
+// of body lines that enmime does not get (see skip).
 func (s *skeleton) step() {
+	if skipLines && !s.header && !s.keepAll && !s.midLine && s.skip() {
+		return
+	}
 	chunk, err := s.src.ReadSlice('\n')
+	s.pos += int64(len(chunk))
 	endsLine := true
 	switch err {
 	case nil:
@@ -205,6 +215,73 @@ func (s *skeleton) step() {
 	if s.eof || s.err != nil {
 		s.endRun()
 	}
+}
+
+// skipLines turns skip on; the tests turn it off to compare.
+var skipLines = true
+
+// skip drops, at once, the complete lines at the start of what is
+// buffered that take would drop one by one: in a body (not in a header
+// block, not keeping everything), the lines that hold no "--" and are not
+// blank. Such lines change nothing of the state but leave a placeholder.
+// One search of the buffer for "--" and a look at each line's end is
+// several times faster than reading the lines one by one through take,
+// and bodies are most of a message. It reports whether it dropped
+// anything.
+func (s *skeleton) skip() bool {
+	buf, _ := s.src.Peek(s.src.Buffered())
+	limit := len(buf)
+	if d, ok := s.nextDash.find(buf, s.pos, dashes); ok {
+		limit = d
+	}
+	end := 0 // the complete lines before limit that are not blank
+	for end < limit {
+		i := bytes.IndexByte(buf[end:limit], '\n')
+		if i < 0 || i == 0 || i == 1 && buf[end] == '\r' {
+			break
+		}
+		end += i + 1
+	}
+	if end == 0 {
+		return false
+	}
+	if s.cut == "" && !s.dropped {
+		s.out, s.dropped = placeholder(buf[:bytes.IndexByte(buf, '\n')+1]), true
+	}
+	s.lineBlank, s.lineDash, s.prevDash, s.keepLine = false, false, false, false
+	s.src.Discard(end)
+	s.pos += int64(end)
+	return true
+}
+
+// finder remembers where a pattern occurs next in the source, so that
+// skip, called once per run of lines, searches each byte for it once: a
+// body of short paragraphs would otherwise have it search its whole buffer
+// for each paragraph.
+type finder struct {
+	at    int64 // where the pattern starts next, if found
+	found bool
+	free  int64 // the pattern starts nowhere from the read position to this
+}
+
+// find returns where pattern starts in buf, which starts at pos in the
+// source.
+func (f *finder) find(buf []byte, pos int64, pattern []byte) (int, bool) {
+	if !f.found || f.at < pos {
+		f.found = false
+		if rel := max(0, int(f.free-pos)); rel < len(buf) {
+			if i := bytes.Index(buf[rel:], pattern); i >= 0 {
+				f.at, f.found = pos+int64(rel+i), true
+			} else {
+				// The last bytes may start an occurrence.
+				f.free = pos + int64(max(rel, len(buf)-len(pattern)+1))
+			}
+		}
+	}
+	if f.found && f.at < pos+int64(len(buf)) {
+		return int(f.at - pos), true
+	}
+	return 0, false
 }
 
 // take follows the state of the message through one chunk and reports
@@ -276,12 +353,17 @@ func (s *skeleton) mentions(line []byte, endsLine bool) {
 		s.keepAll, s.runMsg, s.runOpen, s.runName = true, true, true, true
 		return
 	}
-	s.runMsg = s.runMsg || containsFold(line, "message/")
-	s.runEnc = s.runEnc || containsFold(line, "base64") || containsFold(line, "quoted-printable")
+	// Lower-cased once, without its CRs, the line is searched fast.
+	var folded []byte
+	if len(line) <= len(s.folded) {
+		folded = lowerNoCR(s.folded[:0], line)
+	}
+	s.runMsg = s.runMsg || has(line, folded, "message/")
+	s.runEnc = s.runEnc || has(line, folded, "base64") || has(line, folded, "quoted-printable")
 	s.runCT = s.runCT || len(line) >= 12 && containsFold(line[:12], "content-type")
-	s.runOpen = s.runOpen || mayOpen(line)
-	s.runName = s.runName || containsFold(line, "content-")
-	if containsFold(line, "multipart/digest") {
+	s.runOpen = s.runOpen || has(line, folded, "boundary") || has(line, folded, "=?") // mayOpen
+	s.runName = s.runName || has(line, folded, "content-")
+	if has(line, folded, "multipart/digest") {
 		// The parts of a digest hold messages; which ones is for enmime
 		// to say: it gets them all.
 		s.digest, s.keepAll = true, true
@@ -476,6 +558,30 @@ type ignoreErrors struct{}
 
 func (ignoreErrors) AddError(string, string, ...any)   {}
 func (ignoreErrors) AddWarning(string, string, ...any) {}
+
+// has is containsFold(line, lower), searched in folded, line lower-cased
+// without its CRs, unless that is nil.
+func has(line, folded []byte, lower string) bool {
+	if folded == nil {
+		return containsFold(line, lower)
+	}
+	return bytes.Contains(folded, []byte(lower))
+}
+
+// lowerNoCR appends b to dst in lower case (ASCII) and without its CR bytes:
+// containsFold(b, lower) is bytes.Contains(lowerNoCR(nil, b), lower).
+func lowerNoCR(dst, b []byte) []byte {
+	for _, c := range b {
+		switch {
+		case c == '\r':
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
 
 // containsFold reports whether b contains lower, which is lower-case ASCII,
 // in any case and ignoring CR bytes: enmime's media type parser deletes

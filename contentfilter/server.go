@@ -181,7 +181,9 @@ func (t *session) serve() {
 			t.next.close()
 		}
 	}()
-	t.r = bufio.NewReaderSize(t.conn, 64*1024)
+	t.r = bigReaders.Get().(*bufio.Reader)
+	t.r.Reset(deadlineReader{t.conn, t.srv.Timeout})
+	defer putBigReader(t.r)
 	t.w = bufio.NewWriter(t.conn)
 	t.resetTransaction()
 	if t.reply("220 "+t.srv.Hostname+" ESMTP relayguard") != nil {
@@ -345,7 +347,7 @@ func (t *session) dataCmd() error {
 	spool := newSpool(t.srv.SpoolDir, t.srv.SpoolThreshold)
 	defer spool.Close()
 	t.conn.SetReadDeadline(time.Now().Add(t.srv.Timeout))
-	err := readData(t.r, deadlineWriter{spool, t.conn, t.srv.Timeout}, t.srv.MaxSize)
+	err := readData(t.r, spool, t.srv.MaxSize)
 	m := &Message{
 		ClientAddr: xtext(t.xforward["ADDR"]), ClientPort: xtext(t.xforward["PORT"]), Helo: xtext(t.xforward["HELO"]),
 		Ident: xtext(t.xforward["IDENT"]), Proto: xtext(t.xforward["PROTO"]), Source: xtext(t.xforward["SOURCE"]),
@@ -402,7 +404,10 @@ func (t *session) deliver(m *Message, v Verdict) error {
 		go func(r io.Reader) { pw.CloseWithError(t.srv.Sign(pw, r, m)) }(body)
 		body = pr
 	}
-	if err := writeData(t.next.w, body); err != nil {
+	br := bigReaders.Get().(*bufio.Reader) // writeData's buffer
+	br.Reset(body)
+	defer putBigReader(br)
+	if err := writeData(t.next.w, br); err != nil {
 		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)
 		return t.dropNextHop()
 	}
@@ -416,14 +421,25 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	return t.reply(rep.lines...)
 }
 
-// deadlineWriter renews the read deadline as the data comes in.
-type deadlineWriter struct {
-	w       io.Writer
+// bigReaders are the 64 KiB buffers of the connections and of writeData,
+// kept between messages: allocated for each, they were half of the
+// filter's garbage.
+var bigReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64*1024) }}
+
+func putBigReader(r *bufio.Reader) {
+	r.Reset(nil)
+	bigReaders.Put(r)
+}
+
+// deadlineReader renews the read deadline before each read of the
+// connection, as the data comes in: once per read rather than once per
+// line of the message (which cost a fifth of the filter's CPU).
+type deadlineReader struct {
 	conn    net.Conn
 	timeout time.Duration
 }
 
-func (d deadlineWriter) Write(p []byte) (int, error) {
+func (d deadlineReader) Read(p []byte) (int, error) {
 	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(p)
+	return d.conn.Read(p)
 }

@@ -38,7 +38,7 @@ var rsaPEM = sync.OnceValue(func() []byte {
 })
 
 // writeFile writes data to name in dir with mode, and returns its path.
-func writeFile(t *testing.T, dir, name string, data []byte, mode os.FileMode) string {
+func writeFile(t testing.TB, dir, name string, data []byte, mode os.FileMode) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, data, mode); err != nil {
@@ -60,7 +60,7 @@ func ed25519PEM(t *testing.T) []byte {
 }
 
 // loadKey writes a key file and loads it.
-func loadKey(t *testing.T, domain, selector string, pemKey []byte) *dkim.Key {
+func loadKey(t testing.TB, domain, selector string, pemKey []byte) *dkim.Key {
 	t.Helper()
 	path := writeFile(t, t.TempDir(), domain+".key", pemKey, 0o600)
 	k, err := dkim.LoadKey(domain, selector, path)

@@ -3,7 +3,6 @@ package dkim
 import (
 	"bufio"
 	"bytes"
-	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +10,8 @@ import (
 	"net/mail"
 	"slices"
 	"strings"
-
-	msgauth "github.com/emersion/go-msgauth/dkim"
+	"sync"
+	"time"
 
 	"relayguard/mailaddr"
 )
@@ -25,6 +24,12 @@ const (
 
 // bufSize is the size of the read and write buffers of one Sign.
 const bufSize = 32 << 10
+
+// The buffers, kept between messages.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+)
 
 // ErrHeaderTooLarge is returned by Sign, before it writes anything, for a
 // message whose header section is larger than Signer.MaxHeaderBytes: a
@@ -68,6 +73,8 @@ type Signer struct {
 	// MaxHeaderBytes bounds the header section, which is held in memory.
 	// Zero means DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
+
+	now func() time.Time // the clock of t=; nil: time.Now
 }
 
 // NewSigner makes a Signer that signs with keys, and the default header
@@ -101,14 +108,13 @@ func NewSigner(keys []*Key) *Signer {
 // SMTP client sends.
 //
 // Memory: Sign holds the header section, at most MaxHeaderBytes, three
-// times (as read, as written, and go-msgauth's copy) and 100 KiB of buffers. go-msgauth hashes
-// the message as it streams; when r is an io.ReadSeeker (the filter's spool
-// file), Sign hashes it in a first pass and seeks back to write it, and r must
-// not change in between; otherwise it keeps up to MemoryLimit bytes of the
-// message in memory and the rest in a temporary file. One case is beyond
-// Sign: go-msgauth's relaxed body canonicaliser keeps a run of empty or
-// blank lines until the next line with text, so a body made of megabytes of
-// empty lines costs their size (twice, briefly) until the run ends.
+// times (as read, with CRLF line endings, and field by field) and 75 KiB of
+// buffers, which are kept between calls. The body is hashed as it streams,
+// a run of empty lines held back as a count; the signature goes before the
+// message, so when r is an io.ReadSeeker (the filter's spool) Sign hashes it
+// in a first pass and seeks back to write it, and r must not change in
+// between; otherwise it keeps up to MemoryLimit bytes of the message in
+// memory and the rest in a temporary file.
 //
 // An error other than ErrHeaderTooLarge may come after part of the message
 // was written to w: the caller abandons the transaction it was writing.
@@ -120,7 +126,9 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 			seekable = false
 		}
 	}
-	br := bufio.NewReaderSize(r, bufSize)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() { br.Reset(nil); readers.Put(br) }()
 	m, err := readHead(br, orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes))
 	if err != nil {
 		return false, err
@@ -135,46 +143,47 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 		}
 		return false, nil
 	}
-	ds, err := msgauth.NewSigner(&msgauth.SignOptions{
-		Domain:                 key.Domain,
-		Selector:               key.Selector,
-		Signer:                 key.Signer,
-		Hash:                   crypto.SHA256,
-		HeaderCanonicalization: msgauth.CanonicalizationRelaxed,
-		BodyCanonicalization:   msgauth.CanonicalizationRelaxed,
-		HeaderKeys:             s.headerKeys(m.fields),
-	})
-	if err != nil {
-		return false, fmt.Errorf("dkim: key of %s: %w", key.Domain, err)
+	now := time.Now
+	if s.now != nil {
+		now = s.now
 	}
-	defer ds.Close()
-
+	bh := newBodyHasher()
+	defer bh.release()
 	if seekable {
-		if err := m.writeTo(ds, br); err != nil {
+		verbatim, err := m.writeTo(bh, br)
+		if err != nil {
 			return false, err
 		}
-		if err := ds.Close(); err != nil {
+		sig, err := s.signature(key, m.fields, bh.body.sum(), now())
+		if err != nil {
 			return false, fmt.Errorf("dkim: signing with the key of %s: %w", key.Domain, err)
+		}
+		if _, err := io.WriteString(w, sig); err != nil {
+			return false, fmt.Errorf("dkim: %w", err)
+		}
+		if verbatim {
+			// The message needed no line ending changed (Postfix hands the
+			// filter CRLF): the bytes that were signed are the bytes read.
+			return true, copyFrom(w, rs, start)
 		}
 		if _, err := rs.Seek(start+int64(len(m.head)), io.SeekStart); err != nil {
 			return false, fmt.Errorf("dkim: rereading the message: %w", err)
 		}
 		br.Reset(rs)
-		if _, err := io.WriteString(w, ds.Signature()); err != nil {
-			return false, fmt.Errorf("dkim: %w", err)
-		}
-		return true, m.writeTo(w, br)
+		_, err = m.writeTo(w, br)
+		return true, err
 	}
 
 	sp := &spool{dir: s.TempDir, limit: orDefault(s.MemoryLimit, DefaultMemoryLimit)}
 	defer sp.Close()
-	if err := m.writeTo(io.MultiWriter(sp, ds), br); err != nil {
+	if _, err := m.writeTo(io.MultiWriter(sp, bh), br); err != nil {
 		return false, err
 	}
-	if err := ds.Close(); err != nil {
+	sig, err := s.signature(key, m.fields, bh.body.sum(), now())
+	if err != nil {
 		return false, fmt.Errorf("dkim: signing with the key of %s: %w", key.Domain, err)
 	}
-	if _, err := io.WriteString(w, ds.Signature()); err != nil {
+	if _, err := io.WriteString(w, sig); err != nil {
 		return false, fmt.Errorf("dkim: %w", err)
 	}
 	if err := sp.writeTo(w); err != nil {
@@ -271,9 +280,11 @@ func (s *Signer) headerKeys(fields []field) []string {
 	return keys
 }
 
-// field is a header field's name, and its unfolded value for From.
+// field is a header field: its name, its unfolded value for From, and
+// the field as it is signed (its lines, each with CRLF).
 type field struct {
 	name, value string
+	raw         string
 }
 
 // message is the header section of a message being signed.
@@ -337,13 +348,15 @@ func parseFields(section []byte) []field {
 	for line := range bytes.Lines(section) {
 		line = bytes.TrimSuffix(line, []byte("\r\n"))
 		if line[0] == ' ' || line[0] == '\t' {
-			if f := &fields[len(fields)-1]; strings.EqualFold(f.name, "From") {
+			f := &fields[len(fields)-1]
+			if strings.EqualFold(f.name, "From") {
 				f.value += string(line) // RFC 5322 §2.2.3: unfolding
 			}
+			f.raw += string(line) + "\r\n"
 			continue
 		}
 		name, value, _ := bytes.Cut(line, []byte(":"))
-		f := field{name: string(bytes.TrimSpace(name))}
+		f := field{name: string(bytes.TrimSpace(name)), raw: string(line) + "\r\n"}
 		if strings.EqualFold(f.name, "From") {
 			f.value = string(value)
 		}
@@ -354,10 +367,13 @@ func parseFields(section []byte) []field {
 
 // writeTo writes the message to dst as it is signed and sent: the header
 // section, then the rest read from body, with CRLF line endings.
-func (m *message) writeTo(dst io.Writer, body io.Reader) error {
-	bw := bufio.NewWriterSize(dst, bufSize)
+// It reports whether what it wrote is what it read, byte for byte.
+func (m *message) writeTo(dst io.Writer, body io.Reader) (verbatim bool, err error) {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(dst)
+	defer func() { bw.Reset(nil); writers.Put(bw) }()
 	cw := &crlfWriter{w: bw}
-	_, err := cw.Write(m.head)
+	_, err = cw.Write(m.head)
 	if err == nil && !m.complete {
 		// RFC 5322 §2.1: the empty line before a body, here an empty one.
 		if err = cw.end(); err == nil {
@@ -370,6 +386,24 @@ func (m *message) writeTo(dst io.Writer, body io.Reader) error {
 	if err == nil {
 		err = cw.end()
 	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return false, fmt.Errorf("dkim: %w", err)
+	}
+	return m.complete && !cw.changed && !cw.cr, nil
+}
+
+// copyFrom writes r from offset start to its end to w.
+func copyFrom(w io.Writer, r io.ReadSeeker, start int64) error {
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return fmt.Errorf("dkim: rereading the message: %w", err)
+	}
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() { bw.Reset(nil); writers.Put(bw) }()
+	_, err := bw.ReadFrom(r)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -389,11 +423,38 @@ type crlfWriter struct {
 	cr        bool // the last byte was a CR, already written as CRLF
 	written   bool
 	lineStart bool
+	changed   bool // a bare CR or LF was written as CRLF, or a CRLF added at the end
 }
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
+		if c.cr {
+			c.cr = false
+			if p[0] == '\n' { // the LF of a CR already written as CRLF
+				p = p[1:]
+				continue
+			}
+			c.changed = true // a bare CR
+		}
+		// Lines that end with CRLF and hold no other CR or LF, the usual,
+		// are written as they are, all at once.
+		good := 0
+		for {
+			i := bytes.IndexByte(p[good:], '\n')
+			if i < 1 || p[good+i-1] != '\r' || bytes.IndexByte(p[good:good+i-1], '\r') >= 0 {
+				break
+			}
+			good += i + 1
+		}
+		if good > 0 {
+			if _, err := c.w.Write(p[:good]); err != nil {
+				return 0, err
+			}
+			c.cr, c.written, c.lineStart = false, true, true
+			p = p[good:]
+			continue
+		}
 		i := bytes.IndexAny(p, "\r\n")
 		if i < 0 {
 			i = len(p)
@@ -407,11 +468,10 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 		if i == len(p) {
 			break
 		}
-		if p[i] == '\r' || !c.cr {
-			if _, err := c.w.WriteString("\r\n"); err != nil {
-				return 0, err
-			}
+		if _, err := c.w.WriteString("\r\n"); err != nil {
+			return 0, err
 		}
+		c.changed = c.changed || p[i] == '\n' // a bare LF
 		c.cr, c.written, c.lineStart = p[i] == '\r', true, true
 		p = p[i+1:]
 	}
@@ -424,6 +484,6 @@ func (c *crlfWriter) end() error {
 		return nil
 	}
 	_, err := c.w.WriteString("\r\n")
-	c.lineStart = true
+	c.lineStart, c.changed = true, true
 	return err
 }

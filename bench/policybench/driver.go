@@ -11,6 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"relayguard/bench/internal/proc"
+	"relayguard/bench/internal/report"
 )
 
 // The load: conns persistent connections, as many smtpd processes, each
@@ -46,8 +49,8 @@ type result struct {
 	primeTime   time.Duration // from the first request until every connection had primed
 	measured    time.Duration
 	requests    uint64 // answered during the measurement
-	latency     histogram
-	byStage     [numStages]histogram
+	latency     report.Histogram
+	byStage     [numStages]report.Histogram
 	notDunno    [numStages]uint64 // in all phases
 	timeouts    [numStages]uint64 // unanswered within requestTimeout, in all phases
 	answered    uint64            // in all phases
@@ -55,11 +58,9 @@ type result struct {
 	primedAt    int               // the second in which priming ended
 	measuredAt  int               // the second in which the measurement began
 	examples    []string          // some of the answers that were not DUNNO
-	serverCPU   time.Duration     // during the measurement
-	loadCPU     time.Duration     // this process's, during the measurement
-	otherCPU    time.Duration     // other processes', during the measurement
-	mem         memory            // at the end of the measurement
-	memAtPrimed memory
+	cpu         proc.CPUUse       // during the measurement: the server's, this process's, the others'
+	mem         proc.Memory       // at the end of the measurement
+	memAtPrimed proc.Memory
 }
 
 // worker is one connection and what it saw.
@@ -71,8 +72,8 @@ type worker struct {
 	smtpd    smtpd
 	buf      []byte
 	measured uint64
-	latency  histogram
-	byStage  [numStages]histogram
+	latency  report.Histogram
+	byStage  [numStages]report.Histogram
 	notDunno [numStages]uint64
 	timeouts [numStages]uint64
 	answered *atomic.Uint64 // shared by the workers
@@ -131,8 +132,8 @@ func (w *worker) session(s *session, phase *atomic.Int32, cfg *loadConfig) (requ
 			// connection is closed and opened again for what follows.
 			w.timeouts[st]++
 			if ph == phaseMeasure {
-				w.latency.record(cfg.requestTimeout)
-				w.byStage[st].record(cfg.requestTimeout)
+				w.latency.Record(cfg.requestTimeout)
+				w.byStage[st].Record(cfg.requestTimeout)
 			}
 			return requests, w.redial()
 		}
@@ -142,8 +143,8 @@ func (w *worker) session(s *session, phase *atomic.Int32, cfg *loadConfig) (requ
 		requests++
 		if ph == phaseMeasure {
 			w.measured++
-			w.latency.record(d)
-			w.byStage[st].record(d)
+			w.latency.Record(d)
+			w.byStage[st].Record(d)
 		}
 	}
 }
@@ -272,17 +273,12 @@ func drive(name, addr string, pid int, wl *workload, cfg loadConfig) (*result, e
 	}
 	res.primeTime, res.primed, res.primeReqs = time.Since(start), int(primed.Load()), primeReqs.Load()
 	res.primedAt = int(res.primeTime / time.Second)
-	res.memAtPrimed, _ = readMemory(pid)
+	res.memAtPrimed, _ = proc.ReadMemory(pid)
 
 	if !wait(cfg.warmup) {
 		return stop(failErr)
 	}
-	cpu0, err := readCPU(pid)
-	if err != nil {
-		return stop(err)
-	}
-	self0 := selfCPU()
-	all0, err := machineCPU()
+	cpu0, err := proc.SampleCPU(pid)
 	if err != nil {
 		return stop(err)
 	}
@@ -301,18 +297,12 @@ func drive(name, addr string, pid int, wl *workload, cfg loadConfig) (*result, e
 	}
 	phase.Store(phaseStop)
 	res.measured = time.Since(t0)
-	res.loadCPU = selfCPU() - self0
-	cpu1, err := readCPU(pid)
+	cpu1, err := proc.SampleCPU(pid)
 	if err != nil {
 		return stop(err)
 	}
-	all1, err := machineCPU()
-	if err != nil {
-		return stop(err)
-	}
-	res.serverCPU = cpu1 - cpu0
-	res.otherCPU = max(0, all1-all0-res.serverCPU-res.loadCPU)
-	if res.mem, err = readMemory(pid); err != nil {
+	res.cpu = cpu1.Since(cpu0)
+	if res.mem, err = proc.ReadMemory(pid); err != nil {
 		return stop(err)
 	}
 	wg.Wait()
@@ -322,9 +312,9 @@ func drive(name, addr string, pid int, wl *workload, cfg loadConfig) (*result, e
 	}
 	for _, w := range workers {
 		res.requests += w.measured
-		res.latency.merge(&w.latency)
+		res.latency.Merge(&w.latency)
 		for st := range numStages {
-			res.byStage[st].merge(&w.byStage[st])
+			res.byStage[st].Merge(&w.byStage[st])
 			res.notDunno[st] += w.notDunno[st]
 			res.timeouts[st] += w.timeouts[st]
 		}

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"relayguard/bench/internal/etcconf"
 	"relayguard/geoip/geoiptest"
 	"relayguard/internal/dnstest"
 )
@@ -63,73 +63,33 @@ func setupLab(w *workload, etc, dir string) (*lab, error) {
 	}
 	addrs := make([]string, 3)
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = etcconf.FreeAddr(); err != nil {
 			return fail(err)
 		}
 	}
 	l.policy, l.milter, l.auth = addrs[0], addrs[1], addrs[2]
 	l.admin = filepath.Join(dir, "admin.sock")
-	edits := []edit{
-		{"policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", l.policy)},
-		{"policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", directory)},
-		{"milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", l.milter)},
-		{"dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", l.dns.Addr())},
-		{"auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", l.auth)},
-		{"admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", l.admin)},
-		{"store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))},
-		{"rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)},
+	edits := []etcconf.Edit{
+		etcconf.Replace("policyd", `listen = "127.0.0.1:10040"`, fmt.Sprintf("listen = %q", l.policy)),
+		etcconf.Replace("policyd", `directory = "/etc/relayguard/directory.toml"`, fmt.Sprintf("directory = %q", directory)),
+		etcconf.Replace("milter", `listen = "127.0.0.1:10041"`, fmt.Sprintf("listen = %q", l.milter)),
+		etcconf.Replace("dns", `servers = ["127.0.0.1:53"]`, fmt.Sprintf("servers = [%q]", l.dns.Addr())),
+		etcconf.Replace("auth_policy", `listen = "127.0.0.1:10042"`, fmt.Sprintf("listen = %q", l.auth)),
+		etcconf.Replace("admin", `socket = "/run/relayguard/admin.sock"`, fmt.Sprintf("socket = %q", l.admin)),
+		etcconf.Replace("store", `dir = "/var/lib/relayguard/state"`, fmt.Sprintf("dir = %q", filepath.Join(dir, "state"))),
+		etcconf.Replace("rules.geoip", `database = "/var/lib/relayguard/country.mmdb"`, fmt.Sprintf("database = %q", db)),
 	}
 	for _, r := range rateWindows {
-		edits = append(edits, edit{"rules.rate", r[0], r[1]})
+		edits = append(edits, etcconf.Replace("rules.rate", r[0], r[1]))
 	}
 	l.config = filepath.Join(dir, "relayguard.toml")
-	if err := writeConfig(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
+	if err := etcconf.Write(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
 		return fail(err)
 	}
 	return l, nil
 }
 
 func (l *lab) close() { l.dns.Close() }
-
-// edit replaces one line of a table of etc/relayguard.toml.
-type edit struct{ table, old, new string }
-
-// writeConfig writes the operator's file with some lines replaced, as the
-// end-to-end suite does; each line must be found as documented in its
-// table, so that the benchmark runs the very file an operator installs.
-func writeConfig(src, dst string, edits []edit) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("%v (run from the module's root, as make bench does, or set -etc)", err)
-	}
-	lines := strings.Split(string(data), "\n")
-	for _, e := range edits {
-		table, done := "", false
-		for i, l := range lines {
-			if strings.HasPrefix(l, "[") {
-				table = strings.Trim(l, "[]")
-				continue
-			}
-			if table == e.table && l == e.old {
-				lines[i], done = e.new, true
-				break
-			}
-		}
-		if !done {
-			return fmt.Errorf("%s: [%s] has no line %q", src, e.table, e.old)
-		}
-	}
-	return os.WriteFile(dst, []byte(strings.Join(lines, "\n")), 0o644)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
 
 // zone is what the DNS server answers: an MX for every hosted domain, alias
 // and recipient domain.

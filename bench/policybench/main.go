@@ -40,6 +40,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"relayguard/bench/internal/etcconf"
+	"relayguard/bench/internal/proc"
+	"relayguard/bench/internal/report"
 )
 
 // policydEnv is the environment of etc/systemd/relayguard-policyd.service.
@@ -127,7 +131,7 @@ func run(o options) error {
 	defer l.close()
 	printSetup(o, wl)
 
-	bareAddr, err := freeAddr()
+	bareAddr, err := etcconf.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -144,9 +148,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	report(os.Stdout, bare, pd, o.load.requestTimeout)
+	printReport(os.Stdout, bare, pd, o.load.requestTimeout)
 	fmt.Println()
-	fmt.Print(logSummary(filepath.Join(dir, "policyd.log")))
+	fmt.Print(report.LogSummary("policyd", filepath.Join(dir, "policyd.log")))
 	if bare.refused()+pd.refused() > 0 {
 		return errRefused
 	}
@@ -156,20 +160,20 @@ func run(o options) error {
 // measure starts a server, drives the load against it and stops it.
 func measure(name, logPath string, env, argv, addrs []string, wl *workload, cfg loadConfig) (*result, error) {
 	fmt.Printf("%s: starting\n", name)
-	c, err := startChild(name, logPath, env, argv...)
+	c, err := proc.Start(name, logPath, env, argv...)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.waitListening(addrs...); err != nil {
-		c.stop()
+	if err := c.WaitListening(addrs...); err != nil {
+		c.Stop()
 		return nil, err
 	}
-	res, err := drive(name, addrs[0], c.cmd.Process.Pid, wl, cfg)
+	res, err := drive(name, addrs[0], c.Pid(), wl, cfg)
 	if err != nil {
-		c.stop()
-		return nil, fmt.Errorf("%w\n%s's log ends with:\n%s", err, name, c.logTail(20))
+		c.Stop()
+		return nil, fmt.Errorf("%w\n%s's log ends with:\n%s", err, name, c.LogTail(20))
 	}
-	if err := c.stop(); err != nil {
+	if err := c.Stop(); err != nil {
 		return nil, err
 	}
 	fmt.Printf("%s: primed %d accounts in %.1fs (%.0f requests/s), then measured %.1fs\n",
@@ -212,23 +216,23 @@ func printSetup(o options, wl *workload) {
 
 const mb = 1e6
 
-func report(out *os.File, bare, pd *result, requestTimeout time.Duration) {
+func printReport(out *os.File, bare, pd *result, requestTimeout time.Duration) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "server\treq/s\tp50\tp90\tp99\tmax\tpeak RSS\tRSS at end\tserver CPU\tCPU/req\tload gen CPU\tother CPU\tnot DUNNO or late\t")
 	busy := false
 	for _, r := range []*result{bare, pd} {
 		rate := float64(r.requests) / r.measured.Seconds()
-		other := r.otherCPU.Seconds() / r.measured.Seconds()
-		busy = busy || other > 0.1
+		other := r.cpu.Cores(r.cpu.Other)
+		busy = busy || other > report.BusyOther
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%.1f MB\t%.1f MB\t%.2f cores\t%.1f µs\t%.2f cores\t%.2f cores\t%d of %d\t\n",
-			r.name, rate, us(r.latency.quantile(0.5)), us(r.latency.quantile(0.9)), us(r.latency.quantile(0.99)), us(r.latency.max),
-			float64(r.mem.peak)/mb, float64(r.mem.rss)/mb,
-			r.serverCPU.Seconds()/r.measured.Seconds(), float64(r.serverCPU.Microseconds())/float64(r.requests),
-			r.loadCPU.Seconds()/r.measured.Seconds(), other, r.refused(), r.answered)
+			r.name, rate, report.Latency(r.latency.Quantile(0.5)), report.Latency(r.latency.Quantile(0.9)), report.Latency(r.latency.Quantile(0.99)), report.Latency(r.latency.Max),
+			float64(r.mem.Peak)/mb, float64(r.mem.RSS)/mb,
+			r.cpu.Cores(r.cpu.Server), float64(r.cpu.Server.Microseconds())/float64(r.requests),
+			r.cpu.Cores(r.cpu.Load), other, r.refused(), r.answered)
 	}
 	tw.Flush()
 	if busy {
-		fmt.Fprintln(out, "WARNING: other processes used more than 0.1 cores during a measurement (column \"other CPU\"): its figures are low; run again on a quiet machine")
+		fmt.Fprintln(out, report.BusyWarning)
 	}
 
 	fmt.Fprintln(out)
@@ -237,23 +241,23 @@ func report(out *os.File, bare, pd *result, requestTimeout time.Duration) {
 	fmt.Fprintln(tw, "stage\tshare\tp50\tp90\tp99\tmax\t")
 	var total uint64
 	for st := range numStages {
-		total += pd.byStage[st].n
+		total += pd.byStage[st].N
 	}
 	for st := range numStages {
 		h := &pd.byStage[st]
-		fmt.Fprintf(tw, "%s\t%.1f %%\t%s\t%s\t%s\t%s\t\n", st, 100*float64(h.n)/float64(total),
-			us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.max))
+		fmt.Fprintf(tw, "%s\t%.1f %%\t%s\t%s\t%s\t%s\t\n", st, 100*float64(h.N)/float64(total),
+			report.Latency(h.Quantile(0.5)), report.Latency(h.Quantile(0.9)), report.Latency(h.Quantile(0.99)), report.Latency(h.Max))
 	}
 	tw.Flush()
 
 	fmt.Fprintln(out)
 	ratio := (float64(pd.requests) / pd.measured.Seconds()) / (float64(bare.requests) / bare.measured.Seconds())
 	fmt.Fprintf(out, "policyd/bare: %.2f %% of the requests/s (target ≥ %.0f %%: %s); p50 ×%.1f, p99 ×%.1f\n",
-		100*ratio, 100*targetRatio, verdict(ratio >= targetRatio),
-		float64(pd.latency.quantile(0.5))/float64(bare.latency.quantile(0.5)),
-		float64(pd.latency.quantile(0.99))/float64(bare.latency.quantile(0.99)))
+		100*ratio, 100*targetRatio, report.Verdict(ratio >= targetRatio),
+		float64(pd.latency.Quantile(0.5))/float64(bare.latency.Quantile(0.5)),
+		float64(pd.latency.Quantile(0.99))/float64(bare.latency.Quantile(0.99)))
 	fmt.Fprintf(out, "policyd peak RSS: %.1f MB (%.1f MiB; %.1f MB when priming ended) with %s (target < %.0f MB: %s)\n",
-		float64(pd.mem.peak)/mb, float64(pd.mem.peak)/(1<<20), float64(pd.memAtPrimed.peak)/mb, policydEnv, targetRSS/mb, verdict(float64(pd.mem.peak) < targetRSS))
+		float64(pd.mem.Peak)/mb, float64(pd.mem.Peak)/(1<<20), float64(pd.memAtPrimed.Peak)/mb, policydEnv, targetRSS/mb, report.Verdict(float64(pd.mem.Peak) < targetRSS))
 	for _, r := range []*result{bare, pd} {
 		var answers, late []string
 		for st := range numStages {
@@ -273,46 +277,4 @@ func report(out *os.File, bare, pd *result, requestTimeout time.Duration) {
 				r.name, strings.Join(answers, ", "), strings.Join(r.examples, "\n  "))
 		}
 	}
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "MISSED"
-}
-
-func us(d time.Duration) string {
-	if d >= 10*time.Millisecond {
-		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
-	}
-	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
-}
-
-// logSummary counts policyd's warnings and errors and shows a few.
-func logSummary(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("policyd's log: %v\n", err)
-	}
-	var warn, errs int
-	var shown []string
-	for line := range strings.Lines(string(data)) {
-		switch {
-		case strings.Contains(line, "level=WARN"):
-			warn++
-		case strings.Contains(line, "level=ERROR"):
-			errs++
-		default:
-			continue
-		}
-		if len(shown) < 5 {
-			shown = append(shown, "  "+strings.TrimSpace(line))
-		}
-	}
-	s := fmt.Sprintf("policyd's log: %d warnings, %d errors\n", warn, errs)
-	if len(shown) > 0 {
-		s += strings.Join(shown, "\n") + "\n"
-	}
-	return s
 }

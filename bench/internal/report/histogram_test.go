@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"math/rand/v2"
@@ -30,30 +30,30 @@ func TestBuckets(t *testing.T) {
 // sorted samples.
 func TestQuantiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	var h, a, b histogram
+	var h, a, b Histogram
 	var samples []time.Duration
 	for i := range 100_000 {
 		d := time.Duration(rng.ExpFloat64() * float64(200*time.Microsecond))
 		samples = append(samples, d)
-		h.record(d)
+		h.Record(d)
 		if i%2 == 0 {
-			a.record(d)
+			a.Record(d)
 		} else {
-			b.record(d)
+			b.Record(d)
 		}
 	}
-	a.merge(&b)
+	a.Merge(&b)
 	slices.Sort(samples)
 	for _, q := range []float64{0.5, 0.9, 0.99, 0.999, 1} {
 		exact := samples[int(q*float64(len(samples)))-1]
-		for _, x := range []*histogram{&h, &a} {
-			got := x.quantile(q)
+		for _, x := range []*Histogram{&h, &a} {
+			got := x.Quantile(q)
 			if got < exact || float64(got-exact) > float64(exact)/64 {
 				t.Errorf("p%v = %v, exact %v: want at most 1/64 above", q*100, got, exact)
 			}
 		}
 	}
-	if h.max != samples[len(samples)-1] || h.n != 100_000 || a.n != h.n {
-		t.Errorf("max %v n %d (merged n %d), want %v 100000", h.max, h.n, a.n, samples[len(samples)-1])
+	if h.Max != samples[len(samples)-1] || h.N != 100_000 || a.N != h.N {
+		t.Errorf("max %v n %d (merged n %d), want %v 100000", h.Max, h.N, a.N, samples[len(samples)-1])
 	}
 }

@@ -1,4 +1,6 @@
-package main
+// Package report holds what the benchmarks' tables share: latency
+// histograms and the formatting of their cells and verdicts.
+package report
 
 import (
 	"math"
@@ -6,14 +8,14 @@ import (
 	"time"
 )
 
-// histogram counts durations in log-linear buckets, as HdrHistogram does:
+// Histogram counts durations in log-linear buckets, as HdrHistogram does:
 // nanoseconds below 128 exactly, above that 64 buckets per power of two, so
 // that a percentile is read to within 1/64 (1.6 %) of its value whatever the
 // range, in constant memory.
-type histogram struct {
+type Histogram struct {
 	counts []uint64
-	n      uint64
-	max    time.Duration
+	N      uint64        // durations recorded
+	Max    time.Duration // the largest
 }
 
 const subBuckets = 64
@@ -36,41 +38,41 @@ func bucketTop(i int) int64 {
 	return (top+1)<<shift - 1
 }
 
-func (h *histogram) record(d time.Duration) {
+func (h *Histogram) Record(d time.Duration) {
 	i := bucketOf(int64(d))
 	if i >= len(h.counts) {
 		h.counts = append(h.counts, make([]uint64, i+1-len(h.counts))...)
 	}
 	h.counts[i]++
-	h.n++
-	h.max = max(h.max, d)
+	h.N++
+	h.Max = max(h.Max, d)
 }
 
-func (h *histogram) merge(o *histogram) {
+func (h *Histogram) Merge(o *Histogram) {
 	if len(o.counts) > len(h.counts) {
 		h.counts = append(h.counts, make([]uint64, len(o.counts)-len(h.counts))...)
 	}
 	for i, c := range o.counts {
 		h.counts[i] += c
 	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
+	h.N += o.N
+	h.Max = max(h.Max, o.Max)
 }
 
-// quantile returns the value below which a fraction q of the durations
+// Quantile returns the value below which a fraction q of the durations
 // fall, as the top of its bucket (never above the largest recorded).
-func (h *histogram) quantile(q float64) time.Duration {
-	if h.n == 0 {
+func (h *Histogram) Quantile(q float64) time.Duration {
+	if h.N == 0 {
 		return 0
 	}
-	rank := uint64(math.Ceil(q * float64(h.n)))
-	rank = min(max(rank, 1), h.n)
+	rank := uint64(math.Ceil(q * float64(h.N)))
+	rank = min(max(rank, 1), h.N)
 	var seen uint64
 	for i, c := range h.counts {
 		seen += c
 		if seen >= rank {
-			return min(time.Duration(bucketTop(i)), h.max)
+			return min(time.Duration(bucketTop(i)), h.Max)
 		}
 	}
-	return h.max
+	return h.Max
 }
