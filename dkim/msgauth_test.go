@@ -1,7 +1,6 @@
 package dkim
 
 import (
-	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/ed25519"
@@ -176,32 +175,4 @@ var rsaSigner = sync.OnceValue(func() crypto.Signer {
 
 func rsaKey(testing.TB) *Key {
 	return &Key{Domain: "example.com", Selector: "rsa", Signer: rsaSigner(), Algorithm: RSASHA256}
-}
-
-// TestVerbatim: Sign copies a message that needs no line ending changed
-// instead of writing it again line by line, and only such a message.
-func TestVerbatim(t *testing.T) {
-	for msg, want := range map[string]bool{
-		"From: a@example.com\r\n\r\nbody\r\n.\r\n\r\n":                    true,
-		"From: a@example.com\r\n\r\n":                                     true,
-		"From: a@example.com\r\n\r\nno end":                               false,
-		"From: a@example.com\r\n\r\nbare LF\nx\r\n":                       false,
-		"From: a@example.com\r\n\r\nbare CR\rx\r\n":                       false,
-		"From: a@example.com\r\n\r\nCR at the end\r":                      false,
-		"From: a@example.com\nSubject: x\n\nbody\n":                       false,
-		"From: a@example.com\r\nSubject: header only\r\n":                 false,
-		"From: a@example.com\r\nX: a\r\r\n\r\nbody\r\n":                   false,
-		"From: a@example.com\r\n\r\n" + strings.Repeat("line\r\n", 20000): true,
-	} {
-		br := bufio.NewReader(strings.NewReader(msg))
-		m, err := readHead(br, DefaultMaxHeaderBytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		verbatim, err := m.writeTo(&out, br)
-		if err != nil || verbatim != want || verbatim && out.String() != msg {
-			t.Errorf("%.40q: verbatim %v, %v; want %v", msg, verbatim, err, want)
-		}
-	}
 }

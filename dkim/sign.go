@@ -150,33 +150,26 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 	bh := newBodyHasher()
 	defer bh.release()
 	if seekable {
-		verbatim, err := m.writeTo(bh, br)
-		if err != nil {
+		if err := m.writeTo(bh, br); err != nil {
 			return false, err
 		}
 		sig, err := s.signature(key, m.fields, bh.body.sum(), now())
 		if err != nil {
 			return false, fmt.Errorf("dkim: signing with the key of %s: %w", key.Domain, err)
 		}
-		if _, err := io.WriteString(w, sig); err != nil {
-			return false, fmt.Errorf("dkim: %w", err)
-		}
-		if verbatim {
-			// The message needed no line ending changed (Postfix hands the
-			// filter CRLF): the bytes that were signed are the bytes read.
-			return true, copyFrom(w, rs, start)
-		}
 		if _, err := rs.Seek(start+int64(len(m.head)), io.SeekStart); err != nil {
 			return false, fmt.Errorf("dkim: rereading the message: %w", err)
 		}
 		br.Reset(rs)
-		_, err = m.writeTo(w, br)
-		return true, err
+		if _, err := io.WriteString(w, sig); err != nil {
+			return false, fmt.Errorf("dkim: %w", err)
+		}
+		return true, m.writeTo(w, br)
 	}
 
 	sp := &spool{dir: s.TempDir, limit: orDefault(s.MemoryLimit, DefaultMemoryLimit)}
 	defer sp.Close()
-	if _, err := m.writeTo(io.MultiWriter(sp, bh), br); err != nil {
+	if err := m.writeTo(io.MultiWriter(sp, bh), br); err != nil {
 		return false, err
 	}
 	sig, err := s.signature(key, m.fields, bh.body.sum(), now())
@@ -367,13 +360,12 @@ func parseFields(section []byte) []field {
 
 // writeTo writes the message to dst as it is signed and sent: the header
 // section, then the rest read from body, with CRLF line endings.
-// It reports whether what it wrote is what it read, byte for byte.
-func (m *message) writeTo(dst io.Writer, body io.Reader) (verbatim bool, err error) {
+func (m *message) writeTo(dst io.Writer, body io.Reader) error {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(dst)
 	defer func() { bw.Reset(nil); writers.Put(bw) }()
 	cw := &crlfWriter{w: bw}
-	_, err = cw.Write(m.head)
+	_, err := cw.Write(m.head)
 	if err == nil && !m.complete {
 		// RFC 5322 §2.1: the empty line before a body, here an empty one.
 		if err = cw.end(); err == nil {
@@ -386,24 +378,6 @@ func (m *message) writeTo(dst io.Writer, body io.Reader) (verbatim bool, err err
 	if err == nil {
 		err = cw.end()
 	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err != nil {
-		return false, fmt.Errorf("dkim: %w", err)
-	}
-	return m.complete && !cw.changed && !cw.cr, nil
-}
-
-// copyFrom writes r from offset start to its end to w.
-func copyFrom(w io.Writer, r io.ReadSeeker, start int64) error {
-	if _, err := r.Seek(start, io.SeekStart); err != nil {
-		return fmt.Errorf("dkim: rereading the message: %w", err)
-	}
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	defer func() { bw.Reset(nil); writers.Put(bw) }()
-	_, err := bw.ReadFrom(r)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -423,19 +397,15 @@ type crlfWriter struct {
 	cr        bool // the last byte was a CR, already written as CRLF
 	written   bool
 	lineStart bool
-	changed   bool // a bare CR or LF was written as CRLF, or a CRLF added at the end
 }
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		if c.cr {
+		if c.cr && p[0] == '\n' { // the LF of a CR already written as CRLF
 			c.cr = false
-			if p[0] == '\n' { // the LF of a CR already written as CRLF
-				p = p[1:]
-				continue
-			}
-			c.changed = true // a bare CR
+			p = p[1:]
+			continue
 		}
 		// Lines that end with CRLF and hold no other CR or LF, the usual,
 		// are written as they are, all at once.
@@ -468,10 +438,11 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 		if i == len(p) {
 			break
 		}
-		if _, err := c.w.WriteString("\r\n"); err != nil {
-			return 0, err
+		if p[i] == '\r' || !c.cr {
+			if _, err := c.w.WriteString("\r\n"); err != nil {
+				return 0, err
+			}
 		}
-		c.changed = c.changed || p[i] == '\n' // a bare LF
 		c.cr, c.written, c.lineStart = p[i] == '\r', true, true
 		p = p[i+1:]
 	}
@@ -484,6 +455,6 @@ func (c *crlfWriter) end() error {
 		return nil
 	}
 	_, err := c.w.WriteString("\r\n")
-	c.lineStart, c.changed = true, true
+	c.lineStart = true
 	return err
 }
