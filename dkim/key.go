@@ -4,9 +4,7 @@
 // A hosted domain that has a key in the directory gets a DKIM-Signature
 // header on every message it sends; one that has none is passed through byte
 // for byte. The content filter calls [Signer.Sign] last, on the message exactly
-// as it will reinject it. The signature is the one go-msgauth's Signer makes,
-// byte for byte, made here in one pass over the message with a fast body
-// canonicaliser (see canonical.go).
+// as it will reinject it, and the signature is made by go-msgauth.
 //
 // # What is signed
 //
@@ -17,8 +15,8 @@
 // more (RFC 6376 §8.15): a From field added later breaks the signature.
 // Other fields that the message lacks are not listed, as Postfix adds a
 // missing Date or Message-ID when the filter reinjects, which must not break
-// the signature. There is no x= expiry; t= is the signing time, from the
-// system clock.
+// the signature. There is no x= expiry; t= is the signing time, which
+// go-msgauth takes from the system clock.
 //
 // # Which domain signs
 //
@@ -39,7 +37,7 @@
 // unterminated last line is terminated, as the SMTP client that reinjects
 // would do. The bytes signed are the bytes written, which an SMTP client
 // sends unchanged (but for dot-stuffing), so what is reinjected verifies.
-// The message is hashed in one pass but the signature goes before the
+// go-msgauth hashes the message in one pass but the signature goes before the
 // message, so the message is read twice: from r again when r is an
 // [io.ReadSeeker], or else from a spool that holds [Signer.MemoryLimit] bytes in
 // memory and the rest in an unlinked temporary file. See [Signer.Sign] for the

@@ -3,6 +3,7 @@ package dkim
 import (
 	"bufio"
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,8 @@ import (
 	"net/mail"
 	"slices"
 	"strings"
-	"sync"
-	"time"
+
+	msgauth "github.com/emersion/go-msgauth/dkim"
 
 	"relayguard/mailaddr"
 )
@@ -24,12 +25,6 @@ const (
 
 // bufSize is the size of the read and write buffers of one Sign.
 const bufSize = 32 << 10
-
-// The buffers, kept between messages.
-var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
-)
 
 // ErrHeaderTooLarge is returned by Sign, before it writes anything, for a
 // message whose header section is larger than Signer.MaxHeaderBytes: a
@@ -73,8 +68,6 @@ type Signer struct {
 	// MaxHeaderBytes bounds the header section, which is held in memory.
 	// Zero means DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
-
-	now func() time.Time // the clock of t=; nil: time.Now
 }
 
 // NewSigner makes a Signer that signs with keys, and the default header
@@ -108,13 +101,14 @@ func NewSigner(keys []*Key) *Signer {
 // SMTP client sends.
 //
 // Memory: Sign holds the header section, at most MaxHeaderBytes, three
-// times (as read, with CRLF line endings, and field by field) and 75 KiB of
-// buffers, which are kept between calls. The body is hashed as it streams,
-// a run of empty lines held back as a count; the signature goes before the
-// message, so when r is an io.ReadSeeker (the filter's spool) Sign hashes it
-// in a first pass and seeks back to write it, and r must not change in
-// between; otherwise it keeps up to MemoryLimit bytes of the message in
-// memory and the rest in a temporary file.
+// times (as read, as written, and go-msgauth's copy) and 100 KiB of buffers. go-msgauth hashes
+// the message as it streams; when r is an io.ReadSeeker (the filter's spool
+// file), Sign hashes it in a first pass and seeks back to write it, and r must
+// not change in between; otherwise it keeps up to MemoryLimit bytes of the
+// message in memory and the rest in a temporary file. One case is beyond
+// Sign: go-msgauth's relaxed body canonicaliser keeps a run of empty or
+// blank lines until the next line with text, so a body made of megabytes of
+// empty lines costs their size (twice, briefly) until the run ends.
 //
 // An error other than ErrHeaderTooLarge may come after part of the message
 // was written to w: the caller abandons the transaction it was writing.
@@ -126,9 +120,7 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 			seekable = false
 		}
 	}
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(r)
-	defer func() { br.Reset(nil); readers.Put(br) }()
+	br := bufio.NewReaderSize(r, bufSize)
 	m, err := readHead(br, orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes))
 	if err != nil {
 		return false, err
@@ -143,25 +135,32 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 		}
 		return false, nil
 	}
-	now := time.Now
-	if s.now != nil {
-		now = s.now
+	ds, err := msgauth.NewSigner(&msgauth.SignOptions{
+		Domain:                 key.Domain,
+		Selector:               key.Selector,
+		Signer:                 key.Signer,
+		Hash:                   crypto.SHA256,
+		HeaderCanonicalization: msgauth.CanonicalizationRelaxed,
+		BodyCanonicalization:   msgauth.CanonicalizationRelaxed,
+		HeaderKeys:             s.headerKeys(m.fields),
+	})
+	if err != nil {
+		return false, fmt.Errorf("dkim: key of %s: %w", key.Domain, err)
 	}
-	bh := newBodyHasher()
-	defer bh.release()
+	defer ds.Close()
+
 	if seekable {
-		if err := m.writeTo(bh, br); err != nil {
+		if err := m.writeTo(ds, br); err != nil {
 			return false, err
 		}
-		sig, err := s.signature(key, m.fields, bh.body.sum(), now())
-		if err != nil {
+		if err := ds.Close(); err != nil {
 			return false, fmt.Errorf("dkim: signing with the key of %s: %w", key.Domain, err)
 		}
 		if _, err := rs.Seek(start+int64(len(m.head)), io.SeekStart); err != nil {
 			return false, fmt.Errorf("dkim: rereading the message: %w", err)
 		}
 		br.Reset(rs)
-		if _, err := io.WriteString(w, sig); err != nil {
+		if _, err := io.WriteString(w, ds.Signature()); err != nil {
 			return false, fmt.Errorf("dkim: %w", err)
 		}
 		return true, m.writeTo(w, br)
@@ -169,14 +168,13 @@ func (s *Signer) Sign(w io.Writer, r io.Reader, domain string) (signed bool, err
 
 	sp := &spool{dir: s.TempDir, limit: orDefault(s.MemoryLimit, DefaultMemoryLimit)}
 	defer sp.Close()
-	if err := m.writeTo(io.MultiWriter(sp, bh), br); err != nil {
+	if err := m.writeTo(io.MultiWriter(sp, ds), br); err != nil {
 		return false, err
 	}
-	sig, err := s.signature(key, m.fields, bh.body.sum(), now())
-	if err != nil {
+	if err := ds.Close(); err != nil {
 		return false, fmt.Errorf("dkim: signing with the key of %s: %w", key.Domain, err)
 	}
-	if _, err := io.WriteString(w, sig); err != nil {
+	if _, err := io.WriteString(w, ds.Signature()); err != nil {
 		return false, fmt.Errorf("dkim: %w", err)
 	}
 	if err := sp.writeTo(w); err != nil {
@@ -273,11 +271,9 @@ func (s *Signer) headerKeys(fields []field) []string {
 	return keys
 }
 
-// field is a header field: its name, its unfolded value for From, and
-// the field as it is signed (its lines, each with CRLF).
+// field is a header field's name, and its unfolded value for From.
 type field struct {
 	name, value string
-	raw         string
 }
 
 // message is the header section of a message being signed.
@@ -341,15 +337,13 @@ func parseFields(section []byte) []field {
 	for line := range bytes.Lines(section) {
 		line = bytes.TrimSuffix(line, []byte("\r\n"))
 		if line[0] == ' ' || line[0] == '\t' {
-			f := &fields[len(fields)-1]
-			if strings.EqualFold(f.name, "From") {
+			if f := &fields[len(fields)-1]; strings.EqualFold(f.name, "From") {
 				f.value += string(line) // RFC 5322 §2.2.3: unfolding
 			}
-			f.raw += string(line) + "\r\n"
 			continue
 		}
 		name, value, _ := bytes.Cut(line, []byte(":"))
-		f := field{name: string(bytes.TrimSpace(name)), raw: string(line) + "\r\n"}
+		f := field{name: string(bytes.TrimSpace(name))}
 		if strings.EqualFold(f.name, "From") {
 			f.value = string(value)
 		}
@@ -361,9 +355,7 @@ func parseFields(section []byte) []field {
 // writeTo writes the message to dst as it is signed and sent: the header
 // section, then the rest read from body, with CRLF line endings.
 func (m *message) writeTo(dst io.Writer, body io.Reader) error {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(dst)
-	defer func() { bw.Reset(nil); writers.Put(bw) }()
+	bw := bufio.NewWriterSize(dst, bufSize)
 	cw := &crlfWriter{w: bw}
 	_, err := cw.Write(m.head)
 	if err == nil && !m.complete {
@@ -402,29 +394,6 @@ type crlfWriter struct {
 func (c *crlfWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		if c.cr && p[0] == '\n' { // the LF of a CR already written as CRLF
-			c.cr = false
-			p = p[1:]
-			continue
-		}
-		// Lines that end with CRLF and hold no other CR or LF, the usual,
-		// are written as they are, all at once.
-		good := 0
-		for {
-			i := bytes.IndexByte(p[good:], '\n')
-			if i < 1 || p[good+i-1] != '\r' || bytes.IndexByte(p[good:good+i-1], '\r') >= 0 {
-				break
-			}
-			good += i + 1
-		}
-		if good > 0 {
-			if _, err := c.w.Write(p[:good]); err != nil {
-				return 0, err
-			}
-			c.cr, c.written, c.lineStart = false, true, true
-			p = p[good:]
-			continue
-		}
 		i := bytes.IndexAny(p, "\r\n")
 		if i < 0 {
 			i = len(p)
