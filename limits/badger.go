@@ -195,7 +195,7 @@ func (b *Badger) load() error {
 				if err != nil {
 					return err
 				}
-				cs = cs.drop(func(c *counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
+				cs = cs.drop(func(c counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
 				if len(cs) > 0 {
 					b.mem.shards[b.mem.shardOf(key)].counters[key] = cs
 					counters += cs.len()

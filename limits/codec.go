@@ -97,7 +97,8 @@ func decodeCounters(k, v []byte) (string, entry, error) {
 	if d.err || len(d.b) != 0 {
 		return "", nil, errCorrupt
 	}
-	return string(k[1:]), slices.Clip(e), nil
+	// The entry is kept for as long as its key is used: no room to spare.
+	return string(k[1:]), slices.Clone(e), nil
 }
 
 // decoder reads varints from b; a malformed one sets err.

@@ -104,7 +104,7 @@ func (m *Memory) sweepDue(idx []int, now time.Time) {
 // their own TTL, so nothing is marked dirty.
 func (s *shard) sweep(now time.Time) {
 	for key, e := range s.counters {
-		kept := e.drop(func(c *counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
+		kept := e.drop(func(c counter) bool { return !c.expiresAt().Add(sweepGrace).After(now) })
 		if len(kept) == 0 {
 			delete(s.counters, key)
 		} else if len(kept) < len(e) {

@@ -139,7 +139,7 @@ func (e entry) len() int {
 func (e entry) add(w Window, now time.Time, n int64) entry {
 	c, pos, ok := e.find(w)
 	if !ok {
-		return append(e, header(w, 1), bucket{idx: bucketOf(now, int64(w.Bucket())), n: n})
+		return append(e.room(2), header(w, 1), bucket{idx: bucketOf(now, int64(w.Bucket())), n: n})
 	}
 	h := c.at(now)
 	k := len(c.window(h)) // the buckets kept
@@ -153,14 +153,26 @@ func (e entry) add(w Window, now time.Time, n int64) entry {
 		return e
 	}
 	e[pos] = header(w, k+1)
-	return slices.Insert(e, last+1, bucket{idx: h, n: n})
+	return slices.Insert(e.room(1), last+1, bucket{idx: h, n: n})
+}
+
+// room returns e with room for n more cells, and a few more: an entry
+// lives as long as its key is used, so it grows by small steps rather than
+// doubling as append would.
+func (e entry) room(n int) entry {
+	if cap(e)-len(e) >= n {
+		return e
+	}
+	grown := make(entry, len(e), len(e)+n+2)
+	copy(grown, e)
+	return grown
 }
 
 // drop removes the counters for which gone is true.
-func (e entry) drop(gone func(c *counter) bool) entry {
+func (e entry) drop(gone func(c counter) bool) entry {
 	for pos := 0; pos < len(e); {
 		c, next := e.at(pos)
-		if gone(&c) {
+		if gone(c) {
 			e = slices.Delete(e, pos, next)
 			continue
 		}

@@ -374,14 +374,14 @@ func TestEntry(t *testing.T) {
 			t.Errorf("step %d: %d counters", i, e.len())
 		}
 	}
-	e = e.drop(func(c *counter) bool { return c.w == hour })
+	e = e.drop(func(c counter) bool { return c.w == hour })
 	if _, _, ok := e.find(hour); ok || e.len() != 2 {
 		t.Errorf("hour not dropped: %d counters", e.len())
 	}
 	if c, _, ok := e.find(day); !ok || c.count(t0.Add(3*time.Hour)) != 4 {
 		t.Error("day lost with hour")
 	}
-	if e = e.drop(func(*counter) bool { return true }); len(e) != 0 {
+	if e = e.drop(func(counter) bool { return true }); len(e) != 0 {
 		t.Errorf("%d cells left", len(e))
 	}
 }

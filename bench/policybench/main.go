@@ -21,7 +21,10 @@
 // hosted domains from -ipv4 IPv4 and -ipv6 IPv6 client addresses. First each
 // account sends one message (so that the store holds every account), then the
 // mixed load runs for -warmup and is measured for -duration. Every answer must
-// be DUNNO: any other answer is reported and fails the run.
+// be DUNNO: any other answer is reported and fails the run. The two servers
+// are measured -rounds times, alternating, each time a fresh process, so
+// that the spread shows how much the figures vary on a shared machine; the
+// verdicts use the median ratio and the largest peak RSS.
 //
 // Exposure: everything listens on 127.0.0.1 only, on ports the system chose;
 // the servers end with the run (and if this program dies). The load
@@ -31,12 +34,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -60,6 +65,7 @@ type options struct {
 	etc        string
 	keep       bool
 	profile    string
+	rounds     int
 	accounts   int
 	domains    int
 	ipv4, ipv6 int
@@ -73,10 +79,11 @@ func main() {
 	flag.StringVar(&o.relayguard, "relayguard", "bin/relayguard", "the relayguard binary to run as policyd")
 	flag.StringVar(&o.etc, "etc", "etc", "the directory of relayguard.toml, whose lines the benchmark's configuration replaces")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configuration, logs, store) and print its path")
+	flag.IntVar(&o.rounds, "rounds", 3, "measurements of each server, alternating; the verdicts use the median ratio and the largest peak RSS")
 	flag.StringVar(&o.profile, "profile", "", "write policyd's CPU profile of the measurement (its first 25 s) and its heap at the end to `DIR`, read through its admin socket")
 	flag.IntVar(&o.load.conns, "conns", 32, "persistent connections (smtpd processes)")
 	flag.DurationVar(&o.load.warmup, "warmup", 3*time.Second, "mixed load before the measurement, after priming")
-	flag.DurationVar(&o.load.duration, "duration", 20*time.Second, "measured duration per server")
+	flag.DurationVar(&o.load.duration, "duration", 10*time.Second, "measured duration per server and round")
 	flag.DurationVar(&o.load.primeTimeout, "prime-timeout", 90*time.Second, "longest time for every account to send its first message")
 	flag.DurationVar(&o.load.requestTimeout, "request-timeout", 10*time.Second, "longest wait for one answer (smtpd's timeout in etc/postfix/main.cf)")
 	flag.Uint64Var(&o.load.seed, "seed", 1, "seed of the load's random choices")
@@ -97,8 +104,8 @@ func main() {
 }
 
 func run(o options) error {
-	if o.load.conns < 1 || o.load.duration <= 0 || o.load.warmup < 0 {
-		return errors.New("-conns and -duration must be positive, -warmup not negative")
+	if o.rounds < 1 || o.load.conns < 1 || o.load.duration <= 0 || o.load.warmup < 0 {
+		return errors.New("-rounds, -conns and -duration must be positive, -warmup not negative")
 	}
 	wl, err := newWorkload(o.accounts, o.domains, o.ipv4, o.ipv6, o.rcptDoms)
 	if err != nil {
@@ -131,28 +138,37 @@ func run(o options) error {
 	defer l.close()
 	printSetup(o, wl)
 
-	bareAddr, err := etcconf.FreeAddr()
-	if err != nil {
-		return err
+	var rounds [][2]*result
+	for round := 1; round <= o.rounds; round++ {
+		bareAddr, err := etcconf.FreeAddr()
+		if err != nil {
+			return err
+		}
+		bare, err := measure(fmt.Sprintf("bare (round %d)", round), filepath.Join(dir, "bare.log"), nil,
+			[]string{self, "-serve-bare", bareAddr}, []string{bareAddr}, wl, o.load)
+		if err != nil {
+			return err
+		}
+		pdLoad := o.load
+		if o.profile != "" && round == o.rounds {
+			pdLoad.measuring = func(d time.Duration) <-chan error { return profile(l.admin, o.profile, d) }
+		}
+		// Every round's policyd opens the store the previous one left:
+		// from the second round on, it starts with 100 000 accounts on disk.
+		pd, err := measure(fmt.Sprintf("policyd (round %d)", round), filepath.Join(dir, "policyd.log"), []string{policydEnv},
+			[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, pdLoad)
+		if err != nil {
+			return err
+		}
+		rounds = append(rounds, [2]*result{bare, pd})
 	}
-	bare, err := measure("bare", filepath.Join(dir, "bare.log"), nil, []string{self, "-serve-bare", bareAddr}, []string{bareAddr}, wl, o.load)
-	if err != nil {
-		return err
-	}
-	pdLoad := o.load
-	if o.profile != "" {
-		pdLoad.measuring = func(d time.Duration) <-chan error { return profile(l.admin, o.profile, d) }
-	}
-	pd, err := measure("policyd", filepath.Join(dir, "policyd.log"), []string{policydEnv},
-		[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, pdLoad)
-	if err != nil {
-		return err
-	}
-	printReport(os.Stdout, bare, pd, o.load.requestTimeout)
+	printReport(os.Stdout, rounds, o.load.requestTimeout)
 	fmt.Println()
 	fmt.Print(report.LogSummary("policyd", filepath.Join(dir, "policyd.log")))
-	if bare.refused()+pd.refused() > 0 {
-		return errRefused
+	for _, r := range rounds {
+		if r[0].refused()+r[1].refused() > 0 {
+			return errRefused
+		}
 	}
 	return nil
 }
@@ -216,27 +232,46 @@ func printSetup(o options, wl *workload) {
 
 const mb = 1e6
 
-func printReport(out *os.File, bare, pd *result, requestTimeout time.Duration) {
+func rate(r *result) float64 { return float64(r.requests) / r.measured.Seconds() }
+
+func printReport(out *os.File, rounds [][2]*result, requestTimeout time.Duration) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\treq/s\tp50\tp90\tp99\tmax\tpeak RSS\tRSS at end\tserver CPU\tCPU/req\tload gen CPU\tother CPU\tnot DUNNO or late\t")
+	fmt.Fprintln(tw, "round\tserver\treq/s\tp50\tp90\tp99\tmax\tpeak RSS\tRSS at end\tserver CPU\tCPU/req\tload gen CPU\tother CPU\tnot DUNNO or late\t")
 	busy := false
-	for _, r := range []*result{bare, pd} {
-		rate := float64(r.requests) / r.measured.Seconds()
-		other := r.cpu.Cores(r.cpu.Other)
-		busy = busy || other > report.BusyOther
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%.1f MB\t%.1f MB\t%.2f cores\t%.1f µs\t%.2f cores\t%.2f cores\t%d of %d\t\n",
-			r.name, rate, report.Latency(r.latency.Quantile(0.5)), report.Latency(r.latency.Quantile(0.9)), report.Latency(r.latency.Quantile(0.99)), report.Latency(r.latency.Max),
-			float64(r.mem.Peak)/mb, float64(r.mem.RSS)/mb,
-			r.cpu.Cores(r.cpu.Server), float64(r.cpu.Server.Microseconds())/float64(r.requests),
-			r.cpu.Cores(r.cpu.Load), other, r.refused(), r.answered)
+	var ratios []float64
+	var peak *result // the policyd of the largest peak RSS
+	for i, pair := range rounds {
+		for _, r := range pair {
+			other := r.cpu.Cores(r.cpu.Other)
+			busy = busy || other > report.BusyOther
+			name, _, _ := strings.Cut(r.name, " ")
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.1f MB\t%.1f MB\t%.2f cores\t%.1f µs\t%.2f cores\t%.2f cores\t%d of %d\t\n",
+				i+1, name, rate(r), report.Latency(r.latency.Quantile(0.5)), report.Latency(r.latency.Quantile(0.9)), report.Latency(r.latency.Quantile(0.99)), report.Latency(r.latency.Max),
+				float64(r.mem.Peak)/mb, float64(r.mem.RSS)/mb,
+				r.cpu.Cores(r.cpu.Server), float64(r.cpu.Server.Microseconds())/float64(r.requests),
+				r.cpu.Cores(r.cpu.Load), other, r.refused(), r.answered)
+		}
+		ratios = append(ratios, rate(pair[1])/rate(pair[0]))
+		if peak == nil || pair[1].mem.Peak > peak.mem.Peak {
+			peak = pair[1]
+		}
 	}
 	tw.Flush()
 	if busy {
 		fmt.Fprintln(out, report.BusyWarning)
 	}
 
+	// The round of the median ratio stands for the run.
+	order := make([]int, len(rounds))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ratios[a], ratios[b]) })
+	mid := order[len(order)/2]
+	bare, pd := rounds[mid][0], rounds[mid][1]
+
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "policyd by stage (measured):")
+	fmt.Fprintf(out, "policyd by stage (round %d, the median):\n", mid+1)
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stage\tshare\tp50\tp90\tp99\tmax\t")
 	var total uint64
@@ -251,14 +286,25 @@ func printReport(out *os.File, bare, pd *result, requestTimeout time.Duration) {
 	tw.Flush()
 
 	fmt.Fprintln(out)
-	ratio := (float64(pd.requests) / pd.measured.Seconds()) / (float64(bare.requests) / bare.measured.Seconds())
-	fmt.Fprintf(out, "policyd/bare: %.2f %% of the requests/s (target ≥ %.0f %%: %s); p50 ×%.1f, p99 ×%.1f\n",
-		100*ratio, 100*targetRatio, report.Verdict(ratio >= targetRatio),
+	var each []string
+	for _, r := range ratios {
+		each = append(each, fmt.Sprintf("%.1f %%", 100*r))
+	}
+	ratio := ratios[mid]
+	fmt.Fprintf(out, "policyd/bare: %.1f %% of the requests/s (the median of %s; spread %.1f points) (target ≥ %.0f %%: %s); p50 ×%.1f, p99 ×%.1f\n",
+		100*ratio, strings.Join(each, ", "), 100*(ratios[order[len(order)-1]]-ratios[order[0]]), 100*targetRatio, report.Verdict(ratio >= targetRatio),
 		float64(pd.latency.Quantile(0.5))/float64(bare.latency.Quantile(0.5)),
 		float64(pd.latency.Quantile(0.99))/float64(bare.latency.Quantile(0.99)))
-	fmt.Fprintf(out, "policyd peak RSS: %.1f MB (%.1f MiB; %.1f MB when priming ended) with %s (target < %.0f MB: %s)\n",
-		float64(pd.mem.Peak)/mb, float64(pd.mem.Peak)/(1<<20), float64(pd.memAtPrimed.Peak)/mb, policydEnv, targetRSS/mb, report.Verdict(float64(pd.mem.Peak) < targetRSS))
-	for _, r := range []*result{bare, pd} {
+	fmt.Fprintf(out, "policyd peak RSS: %.1f MB (%.1f MiB; %.1f MB when priming ended), the largest of %d rounds, with %s (target < %.0f MB: %s)\n",
+		float64(peak.mem.Peak)/mb, float64(peak.mem.Peak)/(1<<20), float64(peak.memAtPrimed.Peak)/mb, len(rounds), policydEnv, targetRSS/mb, report.Verdict(float64(peak.mem.Peak) < targetRSS))
+	for _, pair := range rounds {
+		printRefusals(out, pair, requestTimeout)
+	}
+}
+
+// printRefusals shows what a round's servers answered other than DUNNO.
+func printRefusals(out *os.File, pair [2]*result, requestTimeout time.Duration) {
+	for _, r := range pair {
 		var answers, late []string
 		for st := range numStages {
 			if c := r.notDunno[st]; c > 0 {
