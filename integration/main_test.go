@@ -21,6 +21,7 @@ import (
 	"relayguard/geoip/geoiptest"
 	"relayguard/integration/harness"
 	"relayguard/internal/dnstest"
+	"relayguard/internal/etcconf"
 	"relayguard/scan/scantest"
 )
 
@@ -314,28 +315,11 @@ type edit struct{ table, old, new string }
 // must be found as documented in its table, so that the tests run the very
 // file an operator installs.
 func writeConfig(path string, edits []edit) error {
-	data, err := os.ReadFile("../etc/relayguard.toml")
-	if err != nil {
-		return err
+	es := make([]etcconf.Edit, len(edits))
+	for i, e := range edits {
+		es[i] = etcconf.Replace(e.table, e.old, e.new)
 	}
-	lines := strings.Split(string(data), "\n")
-	for _, e := range edits {
-		table, done := "", false
-		for i, l := range lines {
-			if strings.HasPrefix(l, "[") {
-				table = strings.Trim(l, "[]")
-				continue
-			}
-			if table == e.table && l == e.old {
-				lines[i], done = e.new, true
-				break
-			}
-		}
-		if !done {
-			return fmt.Errorf("etc/relayguard.toml: [%s] has no line %q", e.table, e.old)
-		}
-	}
-	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+	return etcconf.Write("../etc/relayguard.toml", path, es)
 }
 
 // withConfig restarts policyd with more edits of its configuration, and

@@ -17,9 +17,9 @@ import (
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
-	"relayguard/bench/internal/etcconf"
 	"relayguard/bench/internal/proc"
 	"relayguard/dkim"
+	"relayguard/internal/etcconf"
 	"relayguard/internal/testmail"
 )
 
@@ -81,7 +81,7 @@ func setupLab(etc, dir, next, keyKind string) (*lab, error) {
 	}
 	l.config = filepath.Join(dir, "relayguard.toml")
 	if err := etcconf.Write(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (run from the module's root, as make bench does, or set -etc)", err)
 	}
 	return l, nil
 }

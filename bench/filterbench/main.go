@@ -109,9 +109,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"relayguard/bench/internal/etcconf"
 	"relayguard/bench/internal/proc"
 	"relayguard/bench/internal/report"
+	"relayguard/internal/etcconf"
 	"relayguard/internal/testmail"
 )
 

@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"relayguard/bench/internal/etcconf"
 	"relayguard/geoip/geoiptest"
 	"relayguard/internal/dnstest"
+	"relayguard/internal/etcconf"
 )
 
 // lab is what policyd runs against: an in-process DNS server that knows
@@ -84,7 +84,7 @@ func setupLab(w *workload, etc, dir string) (*lab, error) {
 	}
 	l.config = filepath.Join(dir, "relayguard.toml")
 	if err := etcconf.Write(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("%w (run from the module's root, as make bench does, or set -etc)", err))
 	}
 	return l, nil
 }

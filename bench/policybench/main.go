@@ -46,9 +46,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"relayguard/bench/internal/etcconf"
 	"relayguard/bench/internal/proc"
 	"relayguard/bench/internal/report"
+	"relayguard/internal/etcconf"
 )
 
 // policydEnv is the environment of etc/systemd/relayguard-policyd.service.

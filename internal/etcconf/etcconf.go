@@ -1,6 +1,6 @@
-// Package etcconf writes the configuration a benchmark runs its server with:
-// the operator's file of etc/ with some lines replaced, as the end-to-end
-// suite does, so that a benchmark runs the very file an operator installs.
+// Package etcconf writes the configuration that the end-to-end suite and the
+// benchmarks run relayguard with: the operator's file of etc/ with some lines
+// replaced, so that they run the very file an operator installs.
 package etcconf
 
 import (
@@ -23,7 +23,7 @@ func Replace(table, old, new string) Edit { return Edit{Table: table, Old: old, 
 func Write(src, dst string, edits []Edit) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
-		return fmt.Errorf("%v (run from the module's root, as make bench does, or set -etc)", err)
+		return err
 	}
 	lines := strings.Split(string(data), "\n")
 	for _, e := range edits {
