@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"relayguard/internal/conns"
 )
 
 // Message is what the checks see of one message.
@@ -74,74 +76,17 @@ type Server struct {
 	// Sign, when set, writes the message as it will be delivered (DKIM).
 	Sign func(w io.Writer, r io.Reader, m *Message) error
 
-	mu      sync.Mutex
-	ls      []net.Listener
-	conns   map[net.Conn]struct{}
-	closing bool
-	wg      sync.WaitGroup
+	conns conns.Group
 }
 
 // Serve accepts Postfix's connections on l until Close.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return net.ErrClosed
-	}
-	s.ls = append(s.ls, l)
-	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
-	}
-	s.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return net.ErrClosed
-			}
-			return err
-		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			(&session{srv: s, conn: c}).serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
-	}
+	return s.conns.Serve(l, func(c net.Conn) { (&session{srv: s, conn: c}).serve() })
 }
 
 // Close stops accepting and waits for the sessions; a session in the middle
 // of a message is cut, and Postfix keeps that message.
-func (s *Server) Close(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for _, l := range s.ls {
-		l.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		return ctx.Err()
-	}
-}
+func (s *Server) Close(ctx context.Context) error { return s.conns.Shutdown(ctx) }
 
 // xforwardNames are the attributes the filter accepts (XFORWARD_README).
 const xforwardNames = "NAME ADDR PORT PROTO HELO IDENT SOURCE LOGIN DESTADDR DESTPORT"

@@ -23,6 +23,7 @@ package milter
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,8 +33,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"relayguard/internal/conns"
 )
 
 // Commands from the MTA (libmilter's mfdef.h).
@@ -119,66 +121,25 @@ type Server struct {
 	Timeout time.Duration // a connection silent for this long is closed
 	Log     *slog.Logger
 
-	mu      sync.Mutex
-	ls      []net.Listener
-	conns   map[net.Conn]struct{}
-	closing bool
-	wg      sync.WaitGroup
+	conns conns.Group
 }
 
 // Serve accepts connections on l until Close.
 func (srv *Server) Serve(l net.Listener) error {
-	srv.mu.Lock()
-	if srv.closing {
-		srv.mu.Unlock()
-		return net.ErrClosed
-	}
-	srv.ls = append(srv.ls, l)
-	if srv.conns == nil {
-		srv.conns = map[net.Conn]struct{}{}
-	}
-	srv.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			srv.mu.Lock()
-			closing := srv.closing
-			srv.mu.Unlock()
-			if closing {
-				return net.ErrClosed
-			}
-			return err
+	return srv.conns.Serve(l, func(c net.Conn) {
+		defer c.Close()
+		err := srv.serve(c)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			srv.Log.Warn("milter connection failed", "peer", c.RemoteAddr().String(), "error", err)
 		}
-		srv.mu.Lock()
-		srv.conns[c] = struct{}{}
-		srv.wg.Add(1)
-		srv.mu.Unlock()
-		go func() {
-			defer srv.wg.Done()
-			err := srv.serve(c)
-			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				srv.Log.Warn("milter connection failed", "peer", c.RemoteAddr().String(), "error", err)
-			}
-			srv.mu.Lock()
-			delete(srv.conns, c)
-			srv.mu.Unlock()
-			c.Close()
-		}()
-	}
+	})
 }
 
 // Close stops the listeners and the connections and waits for them.
 func (srv *Server) Close() {
-	srv.mu.Lock()
-	srv.closing = true
-	for _, l := range srv.ls {
-		l.Close()
-	}
-	for c := range srv.conns {
-		c.Close()
-	}
-	srv.mu.Unlock()
-	srv.wg.Wait()
+	now, cancel := context.WithCancel(context.Background())
+	cancel() // no connection is left to finish
+	srv.conns.Shutdown(now)
 }
 
 // ErrProtocol marks a packet this server cannot accept.

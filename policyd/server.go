@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"time"
+
+	"relayguard/internal/conns"
 )
 
 // Server accepts Postfix's policy connections. Each smtpd process keeps one
@@ -24,11 +25,7 @@ type Server struct {
 	Voice          *Voice        // nil: replies go back through the policy protocol
 	Log            *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]bool // true while a request is being answered
-	closing   bool
-	wg        sync.WaitGroup
+	conns conns.Group
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -36,61 +33,18 @@ var ErrServerClosed = errors.New("policyd: server closed")
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	err := s.conns.Serve(l, s.serveConn)
+	if errors.Is(err, net.ErrClosed) && s.conns.Closing() {
 		return ErrServerClosed
 	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[net.Conn]bool{}
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return err
-		}
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
-			c.Close()
-			return ErrServerClosed
-		}
-		s.conns[c] = false
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(c)
-	}
-}
-
-func (s *Server) setBusy(c net.Conn, busy bool) (closing bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.conns[c] = busy
-	return s.closing
+	return err
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
-		s.wg.Done()
-	}()
+	defer c.Close()
+	if s.conns.SetBusy(c, false) { // waiting for its first request
+		return
+	}
 	peer := c.RemoteAddr().String()
 	dec := NewDecoder(c, s.Limits)
 	conn := s.Engine.NewConn()
@@ -114,7 +68,7 @@ func (s *Server) serveConn(c net.Conn) {
 			s.Log.Warn("policy connection failed", "peer", peer, "error", err)
 			return
 		}
-		if s.setBusy(c, true) {
+		if s.conns.SetBusy(c, true) {
 			return
 		}
 		ctx = ctx.next(s.RequestTimeout)
@@ -125,7 +79,7 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		c.SetWriteDeadline(time.Now().Add(s.RequestTimeout))
 		err = WriteAction(w, action)
-		if s.setBusy(c, false) || err != nil {
+		if s.conns.SetBusy(c, false) || err != nil {
 			if err != nil {
 				s.Log.Warn("policy reply not sent", "peer", peer, "error", err)
 			}
@@ -136,29 +90,4 @@ func (s *Server) serveConn(c net.Conn) {
 
 // Shutdown stops accepting, closes idle connections at once, lets the
 // requests being answered finish, and waits for them until ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c, busy := range s.conns {
-		if !busy {
-			c.Close()
-		}
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.conns.Shutdown(ctx) }
