@@ -139,6 +139,7 @@ type Conn struct {
 	instance string // the transaction of the last request that had one
 	started  bool
 	facts    facts // of the request being decided
+	read     bool  // facts are the last request's
 	memo     memo
 }
 
@@ -148,6 +149,15 @@ func (e *Engine) NewConn() *Conn { return &Conn{e: e} }
 // Decide answers one request of the connection.
 func (c *Conn) Decide(ctx context.Context, req *Request) string {
 	return c.e.decide(ctx, req, c)
+}
+
+// Speak turns the action decided for the connection's last request into
+// its answer, through v (see Voice).
+func (c *Conn) Speak(v *Voice, action string) string {
+	if !c.read {
+		return action
+	}
+	return v.policy(c.facts.session, c.facts.stage, action)
 }
 
 // follow notes the session and transaction of a request, and forgets the
@@ -175,6 +185,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) string {
 }
 
 func (e *Engine) decide(ctx context.Context, req *Request, c *Conn) (action string) {
+	if c != nil {
+		c.read = false
+	}
 	if t := req.Get("request"); t != "smtpd_access_policy" {
 		e.deps.Log.Warn("unknown request type, answered DUNNO", "request", t)
 		return "DUNNO"
@@ -183,6 +196,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, c *Conn) (action stri
 	if c != nil {
 		f = &c.facts
 		f.read(req, e.deps.Now(), e.dir.Load(), &c.memo)
+		c.read = true
 		c.follow(f)
 	} else {
 		f = new(facts)

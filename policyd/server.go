@@ -75,7 +75,7 @@ func (s *Server) serveConn(c net.Conn) {
 		action := conn.Decide(ctx, &req)
 		ctx.cancel()
 		if s.Voice != nil {
-			action = s.Voice.Policy(&req, action)
+			action = conn.Speak(s.Voice, action)
 		}
 		c.SetWriteDeadline(time.Now().Add(s.RequestTimeout))
 		err = WriteAction(w, action)

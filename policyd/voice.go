@@ -82,25 +82,10 @@ func (v *Voice) entry(k session) *voiced {
 	return e
 }
 
-// Policy turns the engine's action for req into the answer on the policy
-// connection: DUNNO when a milter will speak the reply.
-func (v *Voice) Policy(req *Request, action string) string {
-	var clientAddr, clientPort, serverAddr, serverPort, stage string
-	for i, name := range req.names {
-		switch name {
-		case "client_address":
-			clientAddr = req.values[i]
-		case "client_port":
-			clientPort = req.values[i]
-		case "server_address":
-			serverAddr = req.values[i]
-		case "server_port":
-			serverPort = req.values[i]
-		case "protocol_state":
-			stage = req.values[i]
-		}
-	}
-	k := session{addrPort(clientAddr, clientPort), addrPort(serverAddr, serverPort)}
+// policy turns the engine's action for a request of session k at stage
+// into the answer on the policy connection: DUNNO when a milter will speak
+// the reply.
+func (v *Voice) policy(k session, stage, action string) string {
 	if !k.client.valid() || !k.server.valid() {
 		return action
 	}
