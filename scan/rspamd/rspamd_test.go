@@ -255,12 +255,20 @@ func TestCheckMessageFaults(t *testing.T) {
 	if err == nil || errors.Is(err, scan.ErrUnavailable) || !strings.Contains(err.Error(), "ended after") {
 		t.Errorf("short message: got %v", err)
 	}
-	before := len(reqs())
 	_, err = c.Check(context.Background(), strings.NewReader(message), -1, Meta{Helo: "evil\r\nX-Injected: 1"})
 	if err == nil || errors.Is(err, scan.ErrUnavailable) || !strings.Contains(err.Error(), "Helo header") {
 		t.Errorf("CRLF in Helo: got %v", err)
 	}
-	if n := len(reqs()) - before; n != 0 {
+	// The short message's request above may be recorded only now (the
+	// server reads it to its end after the client gave up): count the
+	// requests that carry the Helo, not all of them.
+	n := 0
+	for _, r := range reqs() {
+		if strings.HasPrefix(r.header.Get("Helo"), "evil") {
+			n++
+		}
+	}
+	if n != 0 {
 		t.Errorf("CRLF in Helo: %d requests reached rspamd, want none", n)
 	}
 }
