@@ -63,16 +63,21 @@ type Badger struct {
 // BadgerOptions returns the Badger options of a store in dir, set for a
 // small daemon whose database holds a few hundred thousand small entries,
 // rewritten in a batch every second and read only on open (README.md gives
-// the memory they use):
+// the memory they use and how they were chosen). Under a steady stream of
+// rewrites Badger's memory is mostly its table builders (an allocation of
+// twice the table size each, kept in a pool for reuse, one per table being
+// built), its memtables and the garbage of each table written, all on the
+// Go heap, and the tables it keeps mapped:
 //
-//   - two memtables of 4 MiB (the default is five of 64 MiB): a memtable is
-//     an arena allocated whole, and holds a flush of some 30 000 changed
+//   - two memtables of 2 MiB (the default is five of 64 MiB): a memtable is
+//     an arena allocated whole, and holds a flush of some 15 000 changed
 //     keys;
-//   - tables of 2 MiB, so that the builder of a level-0 table (an
-//     allocation of twice the table size, kept in a pool for reuse) holds a
-//     flushed memtable without growing; level 1 of 8 MiB; level 0
-//     compacted from 3 tables, writes stalled at 8; the minimum of 2
-//     compactors;
+//   - every table 2 MiB (no growth from level to level), so that a
+//     builder's first allocation holds any table, a flushed memtable
+//     included, without growing; level 1 of 8 MiB; level 0 compacted from 6
+//     tables, writes stalled at 12: every compaction of level 0 rewrites
+//     the whole of level 1 (the keys are spread evenly), so fewer, larger
+//     ones cost less; the minimum of 2 compactors;
 //   - values up to 64 KiB kept in the LSM tree (a key's counters take tens
 //     of bytes), so the value log holds nothing but is still collected;
 //     value-log files of 16 MiB (the default is 1 GiB);
@@ -85,14 +90,16 @@ type Badger struct {
 //   - Badger's log through slog: errors and warnings as such, its
 //     informational messages (table counts, replays) at Debug.
 func BadgerOptions(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir)
+	o.TableSizeMultiplier = 1 // no With method
+	return o.
 		WithLogger(slogLogger{log.With("component", "badger")}).
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(2 << 20).
 		WithNumMemtables(2).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(8 << 20).
-		WithNumLevelZeroTables(3).
-		WithNumLevelZeroTablesStall(8).
+		WithNumLevelZeroTables(6).
+		WithNumLevelZeroTablesStall(12).
 		WithNumCompactors(2).
 		WithValueThreshold(64 << 10).
 		WithValueLogFileSize(16 << 20).
