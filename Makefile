@@ -45,11 +45,13 @@ fuzz:
 	done
 
 # policyd under a Postfix-like load next to a bare policy-protocol server
-# (bench/policybench), and the content filter next to a pass-through SMTP
+# (bench/policybench), the embedded store next to the in-memory one
+# (bench/storebench), and the content filter next to a pass-through SMTP
 # relay (bench/filterbench): throughput, latency percentiles, CPU and peak
 # RSS, each against its baseline measured in the same run.
 bench: build
 	$(GO) run ./bench/policybench -relayguard $(BIN)
+	$(GO) run ./bench/storebench
 	$(GO) run ./bench/filterbench -relayguard $(BIN)
 
 clean:
