@@ -368,3 +368,49 @@ func TestDKIMReloadInProgress(t *testing.T) {
 		t.Errorf("the message in progress: signed by %q, want example.cz a", got)
 	}
 }
+
+// TestCheckConfigDKIM: check-config reads the DKIM keys as the content
+// filter would, and fails with the line of a key it cannot use; for policyd
+// alone it does not read them.
+func TestCheckConfigDKIM(t *testing.T) {
+	dir := t.TempDir()
+	good, _ := keyFile(t, dir, "good.key", 0o600)
+	missing := filepath.Join(dir, "missing.key")
+	tests := []struct {
+		name    string
+		daemon  string // check-config --for
+		entries []string
+		want    string // in the output, or in the error if wantErr
+		wantErr bool
+	}{
+		{"no keys", "", []string{domainEntry("example.cz", "", "")}, "no domain has a DKIM key", false},
+		{"a key", "", []string{domainEntry("example.cz", "s1", good), domainEntry("example.org", "", "")}, "; DKIM keys for example.cz\n", false},
+		{"a key, for the filter", "contentfilter", []string{domainEntry("example.cz", "s1", good)}, "; DKIM keys for example.cz\n", false},
+		{"missing key", "", []string{domainEntry("example.cz", "s1", good), domainEntry("example.org", "s2", missing)}, "directory.toml:10: domain example.org: dkim: key file:", true},
+		{"missing key, for the filter", "contentfilter", []string{domainEntry("example.org", "s2", missing)}, "directory.toml:5: domain example.org: dkim: key file:", true},
+		{"missing key, for policyd", "policyd", []string{domainEntry("example.org", "s2", missing)}, "directory.toml: 1 domains", false},
+		{"unknown daemon", "postfix", []string{domainEntry("example.cz", "", "")}, `check-config --for "postfix": want policyd or contentfilter`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			directory := filepath.Join(t.TempDir(), "directory.toml")
+			writeDirectory(t, directory, tt.entries...)
+			cfg := filepath.Join(t.TempDir(), "relayguard.toml")
+			if err := os.WriteFile(cfg, fmt.Appendf(nil, "[policyd]\ndirectory = %q\n[rules.geoip]\nmode = \"off\"\n", directory), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			err := checkConfig(&out, cfg, tt.daemon)
+			switch {
+			case tt.wantErr && err == nil:
+				t.Fatalf("checkConfig = nil, output %q; want an error containing %q", out.String(), tt.want)
+			case tt.wantErr && !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("checkConfig = %v; want it to contain %q", err, tt.want)
+			case !tt.wantErr && err != nil:
+				t.Fatalf("checkConfig = %v", err)
+			case !tt.wantErr && !strings.Contains(out.String(), tt.want):
+				t.Fatalf("output %q; want it to contain %q", out.String(), tt.want)
+			}
+		})
+	}
+}

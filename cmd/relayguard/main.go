@@ -30,10 +30,13 @@ func main() {
 				Action: func(c *cli.Context) error { return runContentFilter(c.String("config")) },
 			},
 			{
-				Name:   "check-config",
-				Usage:  "check the configuration and the files it names, then exit",
-				Flags:  []cli.Flag{configFlag},
-				Action: func(c *cli.Context) error { return checkConfig(c.String("config")) },
+				Name:  "check-config",
+				Usage: "check the configuration and the files it names, then exit",
+				Flags: []cli.Flag{configFlag, &cli.StringFlag{
+					Name:  "for",
+					Usage: "check only what `DAEMON` (policyd or contentfilter) reads at start-up",
+				}},
+				Action: func(c *cli.Context) error { return checkConfig(c.App.Writer, c.String("config"), c.String("for")) },
 			},
 			dkimCommand(),
 		}, supportCommands()...),

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,16 +67,51 @@ func load(path string) (*loaded, error) {
 	return l, nil
 }
 
-func checkConfig(path string) error {
-	l, err := load(path)
-	if err != nil {
-		return err
+// checkConfig checks the configuration at path and the files it names that
+// daemon reads at start-up: "policyd" (the domain directory, the GeoIP
+// database), "contentfilter" (the domain directory and its DKIM keys), or
+// both for "". It writes a summary to w.
+func checkConfig(w io.Writer, path, daemon string) error {
+	if daemon != "" && daemon != "policyd" && daemon != "contentfilter" {
+		return fmt.Errorf("check-config --for %q: want policyd or contentfilter", daemon)
 	}
-	if l.geo != nil {
-		l.geo.Close()
+	var (
+		cfg     *config.Config
+		summary string
+	)
+	if daemon == "contentfilter" {
+		c, err := config.Load(path)
+		if err != nil {
+			return err
+		}
+		dir, err := config.LoadDirectory(c.Policyd.Directory)
+		if err != nil {
+			return err
+		}
+		cfg, summary = c, dir.Summary()
+	} else {
+		l, err := load(path)
+		if err != nil {
+			return err
+		}
+		if l.geo != nil {
+			l.geo.Close()
+		}
+		cfg, summary = l.cfg, l.dir.Summary()
 	}
-	fmt.Printf("%s: OK\n%s: %s\n", path, l.cfg.Policyd.Directory, l.dir.Summary())
-	return nil
+	if daemon != "policyd" {
+		keys, errs := loadDKIMKeys(cfg.Policyd.Directory)
+		if errs != nil {
+			return errors.Join(errs...)
+		}
+		if doms := keys.domains(); len(doms) > 0 {
+			summary += "; DKIM keys for " + strings.Join(doms, ", ")
+		} else {
+			summary += "; no domain has a DKIM key"
+		}
+	}
+	_, err := fmt.Fprintf(w, "%s: OK\n%s: %s\n", path, cfg.Policyd.Directory, summary)
+	return err
 }
 
 func newLogger(c config.Log) *slog.Logger {
