@@ -205,23 +205,40 @@ func (t *session) mailCmd(line string) error {
 		return t.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
 	}
 	addr, _, _ := strings.Cut(strings.TrimSpace(line[len("MAIL FROM:"):]), " ")
-	if t.next == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), t.srv.Timeout)
-		h, err := dialNextHop(ctx, t.srv.NextHop, t.srv.Hostname, t.srv.Timeout)
-		cancel()
-		if err != nil {
-			t.srv.Log.Error("next hop unavailable", "next_hop", t.srv.NextHop, "error", err)
-			return t.reply(nextHopDown)
+	// A connection kept from the previous message may have been closed by
+	// the next hop in between (Postfix's smtpd ends an idle session with
+	// 421 after smtpd_timeout): then MAIL is tried once on a new one.
+	// Nothing of this transaction has reached the next hop yet, so nothing
+	// can be delivered twice.
+	reused := t.next != nil
+	var rep reply
+	for {
+		if t.next == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), t.srv.Timeout)
+			h, err := dialNextHop(ctx, t.srv.NextHop, t.srv.Hostname, t.srv.Timeout)
+			cancel()
+			if err != nil {
+				t.srv.Log.Error("next hop unavailable", "next_hop", t.srv.NextHop, "error", err)
+				return t.reply(nextHopDown)
+			}
+			t.next = h
 		}
-		t.next = h
-	}
-	if err := t.next.xforward(t.xforward); err != nil {
-		t.srv.Log.Error("next hop refused XFORWARD", "error", err)
-		return t.dropNextHop()
-	}
-	rep, err := t.next.cmd(line)
-	if err != nil {
-		return t.dropNextHop()
+		var err error
+		if err = t.next.xforward(t.xforward); err == nil {
+			rep, err = t.next.cmd(line)
+		}
+		if reused && (err != nil || rep.code == 421) {
+			t.srv.Log.Info("next hop closed the connection kept from the previous message, reconnecting",
+				"next_hop", t.srv.NextHop, "error", err, "reply", rep.String())
+			t.next.conn.Close()
+			t.next, reused = nil, false
+			continue
+		}
+		if err != nil {
+			t.srv.Log.Error("next hop failed at MAIL", "next_hop", t.srv.NextHop, "error", err)
+			return t.dropNextHop()
+		}
+		break
 	}
 	if rep.code == 250 {
 		t.mail, t.sender = line, strings.Trim(addr, "<>")

@@ -22,6 +22,10 @@ type fakeHop struct {
 	messages [][]byte
 	answer   func(cmd string) string // "" for the default
 	dropData bool                    // close the connection in the middle of DATA
+	// closeAfter, if not nil, closes the connection after each message
+	// queued, as an idle timeout would before the next one, first saying
+	// *closeAfter if it is not empty.
+	closeAfter *string
 }
 
 func startHop(t *testing.T) *fakeHop {
@@ -81,6 +85,12 @@ func (h *fakeHop) serve(c net.Conn) {
 			h.messages = append(h.messages, buf.Bytes())
 			h.mu.Unlock()
 			say("250 2.0.0 Ok: queued as 4F2A1B")
+			if h.closeAfter != nil {
+				if *h.closeAfter != "" {
+					say(*h.closeAfter)
+				}
+				return
+			}
 		case "QUIT":
 			say("221 bye")
 			return
@@ -266,6 +276,50 @@ func TestRefusals(t *testing.T) {
 		}
 	}, testMessage, "554 5.7.1 no thanks", 0)
 	check("next hop dies during DATA", nil, nil, func(h *fakeHop) { h.dropData = true }, testMessage, nextHopDown, 0)
+}
+
+// TestNextHopRedial: a next hop that closed the connection kept from the
+// previous message is dialled again at the next MAIL, once.
+func TestNextHopRedial(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		closing string // what the next hop says before closing
+		down    bool   // the next hop stops listening after the first message
+		want    string // the reply to the second MAIL
+	}{
+		{"closed silently", "", false, "250 2.0.0 Ok"},
+		{"closed with 421", "421 4.4.2 hop Error: timeout exceeded", false, "250 2.0.0 Ok"},
+		{"closed, then down", "", true, nextHopDown},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hop := startHop(t)
+			hop.closeAfter = &tt.closing
+			p := dialFilter(t, startFilter(t, hop.l.Addr().String(), nil, nil))
+			p.cmd("EHLO mx.example.test")
+			p.cmd("MAIL FROM:<jan@example.cz>")
+			p.cmd("RCPT TO:<a@example.net>")
+			if got := p.data(testMessage); !strings.HasPrefix(got, "250") {
+				t.Fatalf("first message: %q", got)
+			}
+			if tt.down {
+				hop.l.Close()
+			}
+			time.Sleep(50 * time.Millisecond) // the next hop closes its side
+			if got := p.cmd("MAIL FROM:<jan@example.cz>"); got != tt.want {
+				t.Fatalf("second MAIL: %q, want %q", got, tt.want)
+			}
+			if tt.down {
+				return
+			}
+			p.cmd("RCPT TO:<b@example.net>")
+			if got := p.data(testMessage); !strings.HasPrefix(got, "250") {
+				t.Fatalf("second message: %q", got)
+			}
+			if _, msgs := hop.seen(); len(msgs) != 2 {
+				t.Errorf("%d messages delivered, want 2", len(msgs))
+			}
+		})
+	}
 }
 
 func TestNextHopDown(t *testing.T) {
