@@ -237,7 +237,7 @@ func (c *Checker) Domain(ctx context.Context, domain string) Verdict {
 	if mx.nxdomain {
 		return Verdict{Invalid, "NXDOMAIN"}
 	}
-	if len(mx.rrs) > 0 {
+	if mx.records > 0 {
 		if mx.mx != "" {
 			return Verdict{Valid, mx.mx}
 		}
@@ -257,10 +257,8 @@ func (c *Checker) Domain(ctx context.Context, domain string) Verdict {
 		if a.nxdomain {
 			return Verdict{Invalid, "NXDOMAIN"}
 		}
-		for _, rr := range a.rrs {
-			if addr, ok := address(rr); ok {
-				return Verdict{Valid, dns.TypeToString[qtype] + " " + addr.String()}
-			}
+		if len(a.addrs) > 0 {
+			return Verdict{Valid, dns.TypeToString[qtype] + " " + a.addrs[0].String()}
 		}
 	}
 	return Verdict{Invalid, "no MX, A or AAAA records"}
@@ -313,13 +311,7 @@ func (c *Checker) DNSBL(ctx context.Context, zone string, ip netip.Addr) ([]neti
 	if err != nil {
 		return nil, fmt.Errorf("dnscheck: DNSBL query %s: %w", name, err)
 	}
-	var listed []netip.Addr
-	for _, rr := range a.rrs {
-		if addr, ok := address(rr); ok {
-			listed = append(listed, addr)
-		}
-	}
-	return listed, nil
+	return slices.Clone(a.addrs), nil
 }
 
 // dnsblName returns the name to query for ip in a DNSBL zone: the address's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -16,10 +17,12 @@ import (
 const ednsSize = 1232
 
 // answer is a definite answer to a query: records of the asked type, or a
-// negative answer.
+// negative answer. It keeps of the records only what the checks use, so
+// that a cache of tens of thousands of answers stays small.
 type answer struct {
 	nxdomain bool          // RFC 2308 §2.1: the name does not exist
-	rrs      []dns.RR      // records of the asked type; none and !nxdomain is NODATA
+	records  int           // records of the asked type; none and !nxdomain is NODATA
+	addrs    []netip.Addr  // for A and AAAA, their addresses, in the answer's order
 	ttl      time.Duration // how long the answer may be cached
 	// mx is, for an MX answer with a usable record, the reason Domain
 	// gives ("MX target"), made once for every look-up the cache answers.
@@ -161,9 +164,14 @@ func (c *Checker) classify(server string, q, r *dns.Msg) (*answer, *failure) {
 		}
 	}
 	if len(rrs) > 0 {
-		a := &answer{rrs: rrs, ttl: min(time.Duration(ttl)*time.Second, c.maxTTL)}
+		a := &answer{records: len(rrs), ttl: min(time.Duration(ttl)*time.Second, c.maxTTL)}
 		if target, ok := usableMX(rrs); ok && qq.Qtype == dns.TypeMX {
 			a.mx = "MX " + target
+		}
+		for _, rr := range rrs {
+			if addr, ok := address(rr); ok {
+				a.addrs = append(a.addrs, addr)
+			}
 		}
 		return a, nil
 	}
