@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +131,9 @@ func OpenBadger(cfg BadgerConfig) (*Badger, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if err := replayLargerLogs(cfg.Dir, cfg.Log); err != nil {
+		return nil, fmt.Errorf("limits: open %s: %w", cfg.Dir, err)
+	}
 	db, err := badger.Open(BadgerOptions(cfg.Dir, cfg.Log))
 	if err != nil {
 		return nil, fmt.Errorf("limits: open %s: %w", cfg.Dir, err)
@@ -151,6 +156,40 @@ func OpenBadger(cfg BadgerConfig) (*Badger, error) {
 	}
 	go b.run(cfg.FlushInterval, cfg.GCInterval)
 	return b, nil
+}
+
+// replayLargerLogs makes a database whose write-ahead logs were written
+// with larger memtables than BadgerOptions sets (by an earlier version that
+// crashed or was killed: a clean Close leaves none) readable with them.
+// Badger replays each log into a memtable of the configured size on open,
+// and exits the process when one does not fit; a log file is twice the size
+// of the memtable that wrote it. So the database is opened once with
+// memtables of the largest log's, which replays them, and closed, which
+// writes them into tables and removes them.
+func replayLargerLogs(dir string, log *slog.Logger) error {
+	logs, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	opts := BadgerOptions(dir, log)
+	var largest int64
+	for _, name := range logs {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return err
+		}
+		largest = max(largest, fi.Size())
+	}
+	if largest <= 2*opts.MemTableSize {
+		return nil
+	}
+	log.Warn("limits: replaying write-ahead logs of memtables larger than this version's, left by a crash",
+		"dir", dir, "memtable_size", largest/2)
+	db, err := badger.Open(opts.WithMemTableSize(largest / 2))
+	if err != nil {
+		return err
+	}
+	return db.Close()
 }
 
 // checkFormat writes the layout's version into a new database and refuses a

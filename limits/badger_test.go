@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -251,5 +254,60 @@ func TestBadgerLogsThroughSlog(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "component=badger") {
 		t.Errorf("no message from Badger:\n%s", logs.String())
+	}
+}
+
+// A database that an earlier version, whose memtables were larger, left
+// with a memtable's write-ahead log (it crashed, or was killed) opens, and
+// loses nothing: Badger alone would exit the process, unable to replay the
+// log into a smaller memtable.
+func TestBadgerReplaysLargerLogs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := newFakeClock()
+	// The earlier version: 4 MiB memtables. Its handle stays open, as a
+	// crashed process's would have been (the lock guard is bypassed so that
+	// OpenBadger can open the directory beside it).
+	old, err := badger.Open(BadgerOptions(dir, quietLog()).WithMemTableSize(4 << 20).WithBypassLockGuard(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Close() })
+	crashed := &Badger{mem: newMemory(true), db: old, log: quietLog(), now: clk.Now}
+	if err := crashed.checkFormat(); err != nil {
+		t.Fatal(err)
+	}
+	const keys = 40_000 // more than a 2 MiB memtable holds
+	for i := range keys {
+		if _, err := crashed.mem.CheckAdd(ctx, clk.Now(), 1, KeyLimit{fmt.Sprintf("r10|account|user%d@example.cz", i), perHour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := crashed.flush(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	var largest int64
+	for _, name := range logs {
+		if fi, err := os.Stat(name); err == nil {
+			largest = max(largest, fi.Size())
+		}
+	}
+	if largest != 8<<20 {
+		t.Fatalf("write-ahead logs %v, largest %d bytes: want one of a 4 MiB memtable", logs, largest)
+	}
+
+	var logged bytes.Buffer
+	b, err := OpenBadger(BadgerConfig{Dir: dir, Log: slog.New(slog.NewTextHandler(&logged, nil)), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !strings.Contains(logged.String(), "replaying write-ahead logs") {
+		t.Errorf("log %q: want the replay", logged.String())
+	}
+	got, err := b.List(ctx, clk.Now(), "r10|account|")
+	if err != nil || len(got) != keys {
+		t.Fatalf("List = %d counters, %v; want %d", len(got), err, keys)
 	}
 }
