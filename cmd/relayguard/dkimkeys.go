@@ -50,6 +50,12 @@ func loadDKIMKeys(path string) (*dkimKeys, []error) {
 		}
 		return nil, errs
 	}
+	return dkimKeysOf(dir, path)
+}
+
+// dkimKeysOf reads the key files that dir, read from path, names, and
+// makes a signer of them, with every problem at the line of its dkim_key.
+func dkimKeysOf(dir *config.Directory, path string) (*dkimKeys, []error) {
 	groups := dir.Groups()
 	slices.SortFunc(groups, func(a, b *config.Group) int { return a.DKIMLine - b.DKIMLine })
 	k := &dkimKeys{keys: map[string]*dkim.Key{}}

@@ -76,19 +76,18 @@ func checkConfig(w io.Writer, path, daemon string) error {
 		return fmt.Errorf("check-config --for %q: want policyd or contentfilter", daemon)
 	}
 	var (
-		cfg     *config.Config
-		summary string
+		cfg *config.Config
+		dir *config.Directory
 	)
 	if daemon == "contentfilter" {
 		c, err := config.Load(path)
 		if err != nil {
 			return err
 		}
-		dir, err := config.LoadDirectory(c.Policyd.Directory)
-		if err != nil {
+		if dir, err = config.LoadDirectory(c.Policyd.Directory); err != nil {
 			return err
 		}
-		cfg, summary = c, dir.Summary()
+		cfg = c
 	} else {
 		l, err := load(path)
 		if err != nil {
@@ -97,10 +96,11 @@ func checkConfig(w io.Writer, path, daemon string) error {
 		if l.geo != nil {
 			l.geo.Close()
 		}
-		cfg, summary = l.cfg, l.dir.Summary()
+		cfg, dir = l.cfg, l.dir
 	}
+	summary := dir.Summary()
 	if daemon != "policyd" {
-		keys, errs := loadDKIMKeys(cfg.Policyd.Directory)
+		keys, errs := dkimKeysOf(dir, cfg.Policyd.Directory)
 		if errs != nil {
 			return errors.Join(errs...)
 		}
