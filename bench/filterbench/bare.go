@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+
+	"relayguard/bench/internal/proc"
 )
 
 // serveBare is the floor the filter is measured against: an SMTP relay
@@ -22,10 +24,7 @@ func serveBare(addr, next string) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	}()
+	proc.ExitWhenStdinCloses()
 	return serveRelay(ln, next)
 }
 

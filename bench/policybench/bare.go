@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 
+	"relayguard/bench/internal/proc"
 	"relayguard/policyd"
 )
 
@@ -20,10 +21,7 @@ func serveBare(addr string) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	}()
+	proc.ExitWhenStdinCloses()
 	for {
 		c, err := ln.Accept()
 		if err != nil {

@@ -28,16 +28,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/metrics"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"relayguard/bench/internal/proc"
 	"relayguard/limits"
 )
 
@@ -157,14 +156,8 @@ func runChild(store, db string, d time.Duration, o options) (result, error) {
 	return r, json.Unmarshal(out, &r)
 }
 
-// store is what the load needs of limits.Memory and limits.Badger.
-type store interface {
-	CheckAdd(ctx context.Context, now time.Time, n int64, limits ...limits.KeyLimit) (limits.Decision, error)
-	io.Closer
-}
-
 func measure(kind, dir string, d time.Duration, o options) (result, error) {
-	var s store
+	var s limits.Store
 	switch kind {
 	case "memory":
 		s = limits.NewMemory()
@@ -193,7 +186,7 @@ func measure(kind, dir string, d time.Duration, o options) (result, error) {
 	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
 	metrics.Read(samples)
 	gcs0, gcCPU0 := samples[1].Value.Uint64(), samples[2].Value.Float64()
-	cpu0 := cpuTime()
+	cpu0 := proc.SelfCPU()
 
 	var r result
 	kl := make([]limits.KeyLimit, 0, 2*len(windows))
@@ -224,23 +217,11 @@ func measure(kind, dir string, d time.Duration, o options) (result, error) {
 	metrics.Read(samples)
 	r.PeakLive = max(r.PeakLive, samples[0].Value.Uint64())
 	r.GCs, r.GCCPU = samples[1].Value.Uint64()-gcs0, samples[2].Value.Float64()-gcCPU0
-	r.CPU = cpuTime() - cpu0
+	r.CPU = (proc.SelfCPU() - cpu0).Seconds()
 	if err := s.Close(); err != nil {
 		return r, err
 	}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return r, err
-	}
-	r.PeakRSS = ru.Maxrss << 10
-	return r, nil
-}
-
-// cpuTime returns the CPU this process has used, user and system, in seconds.
-func cpuTime() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	mem, err := proc.ReadMemory(os.Getpid())
+	r.PeakRSS = mem.Peak
+	return r, err
 }

@@ -8,6 +8,7 @@ package proc
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -54,6 +55,16 @@ func Start(name, logPath string, env []string, argv ...string) (*Child, error) {
 	c := &Child{Name: name, Cmd: cmd, log: logPath, stdin: stdinW, done: make(chan struct{})}
 	go func() { cmd.Wait(); logFile.Close(); close(c.done) }()
 	return c, nil
+}
+
+// ExitWhenStdinCloses is the child's side of Start: the process exits when
+// its standard input closes, which it does when the benchmark that started
+// it ends, however that ends.
+func ExitWhenStdinCloses() {
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
 }
 
 // Pid is the child's process id.
