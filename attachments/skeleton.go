@@ -132,8 +132,12 @@ type skeleton struct {
 	folded [512]byte // a header line, for mentions
 }
 
-// buffers holds the skeletons' line buffers between messages.
-var buffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, lineBuffer) }}
+// buffers holds the skeletons' line buffers between messages, and
+// headerReaders the readers of their header blocks (see opensIn).
+var (
+	buffers       = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, lineBuffer) }}
+	headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+)
 
 func newSkeleton(r io.Reader, banned map[string]bool) *skeleton {
 	src := buffers.Get().(*bufio.Reader)
@@ -148,6 +152,11 @@ func (s *skeleton) release() {
 	s.src.Reset(nil)
 	buffers.Put(s.src)
 	s.src = nil
+	if s.hdr != nil {
+		s.hdr.Reset(nil)
+		headerReaders.Put(s.hdr)
+		s.hdr = nil
+	}
 }
 
 func (s *skeleton) Read(p []byte) (int, error) {
@@ -438,7 +447,7 @@ func (s *skeleton) opensIn(block []byte) {
 		return
 	}
 	if s.hdr == nil {
-		s.hdr = bufio.NewReader(nil)
+		s.hdr = headerReaders.Get().(*bufio.Reader)
 	}
 	s.hdr.Reset(bytes.NewReader(block))
 	h, err := enmime.ReadHeader(s.hdr, ignoreErrors{})

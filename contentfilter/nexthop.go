@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -26,15 +27,17 @@ func dialNextHop(ctx context.Context, addr, helo string, timeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	h := &nextHop{conn: c, r: bufio.NewReaderSize(c, maxLine), w: bufio.NewWriter(c), timeout: timeout, ext: map[string]string{}}
+	h := &nextHop{conn: c, r: lineReaders.Get().(*bufio.Reader), w: lineWriters.Get().(*bufio.Writer), timeout: timeout, ext: map[string]string{}}
+	h.r.Reset(c)
+	h.w.Reset(c)
 	c.SetDeadline(time.Now().Add(timeout))
 	if rep, err := readReply(h.r); err != nil || rep.code != 220 {
-		c.Close()
+		h.drop()
 		return nil, fmt.Errorf("greeting: %v %s", err, rep)
 	}
 	rep, err := h.cmd("EHLO " + helo)
 	if err != nil || rep.code != 250 {
-		c.Close()
+		h.drop()
 		return nil, fmt.Errorf("EHLO: %v %s", err, rep)
 	}
 	for _, l := range rep.lines[1:] {
@@ -97,7 +100,35 @@ func (h *nextHop) xforward(attrs map[string]string) error {
 	return send()
 }
 
+// close ends the session politely.
 func (h *nextHop) close() {
 	h.cmd("QUIT")
+	h.drop()
+}
+
+// drop closes the connection and gives its buffers back; the nextHop is
+// not used again.
+func (h *nextHop) drop() {
 	h.conn.Close()
+	putLineReader(h.r)
+	putLineWriter(h.w)
+	h.r, h.w = nil, nil
+}
+
+// lineReaders and lineWriters are the 4 KiB buffers of command and reply
+// lines, of the next hop's connections and of the writes to Postfix, kept
+// between messages as bigReaders are: 12 KiB of garbage per message less.
+var (
+	lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLine) }}
+	lineWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, maxLine) }}
+)
+
+func putLineReader(r *bufio.Reader) {
+	r.Reset(nil)
+	lineReaders.Put(r)
+}
+
+func putLineWriter(w *bufio.Writer) {
+	w.Reset(nil)
+	lineWriters.Put(w)
 }
