@@ -26,9 +26,10 @@ import (
 // lab is what the filter runs with: the configuration of etc/ with its
 // addresses and paths moved to loopback and a temporary directory, no
 // external scanner, and the sender's domain with a DKIM key in the
-// domain directory.
+// domain directory; and the environment of its systemd unit.
 type lab struct {
 	config  string
+	env     []string      // Environment= of etc/systemd/relayguard-contentfilter.service
 	filter  string        // the filter's address
 	dkimTXT string        // the key's DNS record value, "" without signing
 	key     crypto.Signer // the key, nil without signing
@@ -82,6 +83,9 @@ func setupLab(etc, dir, next, keyKind string) (*lab, error) {
 	l.config = filepath.Join(dir, "relayguard.toml")
 	if err := etcconf.Write(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
 		return nil, fmt.Errorf("%w (run from the module's root, as make bench does, or set -etc)", err)
+	}
+	if l.env, err = etcconf.UnitEnvironment(filepath.Join(etc, "systemd", "relayguard-contentfilter.service")); err != nil {
+		return nil, err
 	}
 	return l, nil
 }

@@ -277,10 +277,10 @@ func run(o options) error {
 // start starts the filter or the pass-through for one measurement.
 func (b *bench) start(name string, filter bool) (*proc.Child, string, error) {
 	logPath := filepath.Join(b.dir, name+".log")
-	var argv []string
+	var argv, env []string
 	addr := b.lab.filter
 	if filter {
-		argv = []string{b.relayguard, "contentfilter", "--config", b.lab.config}
+		argv, env = []string{b.relayguard, "contentfilter", "--config", b.lab.config}, b.lab.env
 	} else {
 		var err error
 		if addr, err = etcconf.FreeAddr(); err != nil {
@@ -288,7 +288,7 @@ func (b *bench) start(name string, filter bool) (*proc.Child, string, error) {
 		}
 		argv = []string{b.self, "-serve-bare", addr, "-next-hop", b.sink.addr()}
 	}
-	c, err := proc.Start(name, logPath, nil, argv...)
+	c, err := proc.Start(name, logPath, env, argv...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -366,7 +366,12 @@ func (b *bench) printSetup() {
 	case "off":
 		dkim = "no DKIM signing"
 	}
-	fmt.Printf("filter: %s contentfilter, etc/relayguard.toml with R17 enforcing, R16 and R15 off (no scanners), %s, spool_threshold as in etc/\n", o.relayguard, dkim)
+	env := "none"
+	if len(b.lab.env) > 0 {
+		env = strings.Join(b.lab.env, " ")
+	}
+	fmt.Printf("filter: %s contentfilter, etc/relayguard.toml with R17 enforcing, R16 and R15 off (no scanners), %s, spool_threshold as in etc/; environment of etc/systemd: %s\n",
+		o.relayguard, dkim, env)
 	fmt.Println("pass-through: this program's -serve-bare: relays command and reply lines, streams the data unparsed")
 	fmt.Println("next hop of both: an SMTP sink in this process")
 	fmt.Println()

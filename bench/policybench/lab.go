@@ -21,6 +21,7 @@ type lab struct {
 	policy       string // policyd's policy service address
 	milter, auth string // its other listeners
 	admin        string // its admin socket
+	env          []string // Environment= of etc/systemd/relayguard-policyd.service
 }
 
 // rateWindows are R10's windows of etc/relayguard.toml, with maxima that
@@ -85,6 +86,9 @@ func setupLab(w *workload, etc, dir string) (*lab, error) {
 	l.config = filepath.Join(dir, "relayguard.toml")
 	if err := etcconf.Write(filepath.Join(etc, "relayguard.toml"), l.config, edits); err != nil {
 		return fail(fmt.Errorf("%w (run from the module's root, as make bench does, or set -etc)", err))
+	}
+	if l.env, err = etcconf.UnitEnvironment(filepath.Join(etc, "systemd", "relayguard-policyd.service")); err != nil {
+		return fail(err)
 	}
 	return l, nil
 }

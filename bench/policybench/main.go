@@ -51,9 +51,6 @@ import (
 	"relayguard/internal/etcconf"
 )
 
-// policydEnv is the environment of etc/systemd/relayguard-policyd.service.
-const policydEnv = "GOMEMLIMIT=100MiB"
-
 // Targets of the issue that asked for this benchmark.
 const (
 	targetRatio = 0.5
@@ -136,7 +133,7 @@ func run(o options) error {
 		return err
 	}
 	defer l.close()
-	printSetup(o, wl)
+	printSetup(o, wl, l.env)
 
 	var rounds [][2]*result
 	for round := 1; round <= o.rounds; round++ {
@@ -155,14 +152,14 @@ func run(o options) error {
 		}
 		// Every round's policyd opens the store the previous one left:
 		// from the second round on, it starts with 100 000 accounts on disk.
-		pd, err := measure(fmt.Sprintf("policyd (round %d)", round), filepath.Join(dir, "policyd.log"), []string{policydEnv},
+		pd, err := measure(fmt.Sprintf("policyd (round %d)", round), filepath.Join(dir, "policyd.log"), l.env,
 			[]string{relayguard, "policyd", "--config", l.config}, []string{l.policy, l.milter, l.auth}, wl, pdLoad)
 		if err != nil {
 			return err
 		}
 		rounds = append(rounds, [2]*result{bare, pd})
 	}
-	printReport(os.Stdout, rounds, o.load.requestTimeout)
+	printReport(os.Stdout, rounds, o.load.requestTimeout, l.env)
 	fmt.Println()
 	fmt.Print(report.LogSummary("policyd", filepath.Join(dir, "policyd.log")))
 	for _, r := range rounds {
@@ -218,14 +215,14 @@ func timeline(r *result) string {
 	return strings.TrimSpace(b.String())
 }
 
-func printSetup(o options, wl *workload) {
+func printSetup(o options, wl *workload, env []string) {
 	fmt.Printf("load: %d persistent connections, one request at a time on each (as smtpd processes); Postfix 3.7's 29 attributes per request\n", o.load.conns)
 	fmt.Printf("      %d accounts in %d hosted domains (%d with an alias), %d IPv4 and %d IPv6 (/64) clients, %d recipient domains\n",
 		wl.accounts, wl.domains, (wl.domains+aliasEvery-1)/aliasEvery, wl.ipv4, wl.ipv6, len(wl.rcptDomains))
 	fmt.Printf("      each account sends one message first (priming), then the mixed load: %v warm-up, %v measured\n", o.load.warmup, o.load.duration)
 	fmt.Printf("cpus: %d; the load generator runs in this process on the same CPUs as the server\n", runtime.NumCPU())
-	fmt.Printf("policyd: %s, etc/relayguard.toml with every rule enforcing (R10 maxima raised), Badger store, in-process DNS, GeoIP; %s as in etc/systemd\n",
-		o.relayguard, policydEnv)
+	fmt.Printf("policyd: %s, etc/relayguard.toml with every rule enforcing (R10 maxima raised), Badger store, in-process DNS, GeoIP; environment of etc/systemd: %s\n",
+		o.relayguard, strings.Join(env, " "))
 	fmt.Println("bare: this program's -serve-bare: policyd.NewDecoder, answers DUNNO")
 	fmt.Println()
 }
@@ -234,7 +231,7 @@ const mb = 1e6
 
 func rate(r *result) float64 { return float64(r.requests) / r.measured.Seconds() }
 
-func printReport(out *os.File, rounds [][2]*result, requestTimeout time.Duration) {
+func printReport(out *os.File, rounds [][2]*result, requestTimeout time.Duration, env []string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "round\tserver\treq/s\tp50\tp90\tp99\tmax\tpeak RSS\tRSS at end\tserver CPU\tCPU/req\tload gen CPU\tother CPU\tnot DUNNO or late\t")
 	busy := false
@@ -296,7 +293,7 @@ func printReport(out *os.File, rounds [][2]*result, requestTimeout time.Duration
 		float64(pd.latency.Quantile(0.5))/float64(bare.latency.Quantile(0.5)),
 		float64(pd.latency.Quantile(0.99))/float64(bare.latency.Quantile(0.99)))
 	fmt.Fprintf(out, "policyd peak RSS: %.1f MB (%.1f MiB; %.1f MB when priming ended), the largest of %d rounds, with %s (target < %.0f MB: %s)\n",
-		float64(peak.mem.Peak)/mb, float64(peak.mem.Peak)/(1<<20), float64(peak.memAtPrimed.Peak)/mb, len(rounds), policydEnv, targetRSS/mb, report.Verdict(float64(peak.mem.Peak) < targetRSS))
+		float64(peak.mem.Peak)/mb, float64(peak.mem.Peak)/(1<<20), float64(peak.memAtPrimed.Peak)/mb, len(rounds), strings.Join(env, " "), targetRSS/mb, report.Verdict(float64(peak.mem.Peak) < targetRSS))
 	for _, pair := range rounds {
 		printRefusals(out, pair, requestTimeout)
 	}

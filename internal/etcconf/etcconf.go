@@ -1,6 +1,7 @@
 // Package etcconf writes the configuration that the end-to-end suite and the
 // benchmarks run relayguard with: the operator's file of etc/ with some lines
-// replaced, so that they run the very file an operator installs.
+// replaced, so that they run the very file an operator installs; and reads
+// the environment that etc/'s systemd units give the daemons.
 package etcconf
 
 import (
@@ -54,4 +55,32 @@ func FreeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// UnitEnvironment returns the variables that the systemd unit at path sets
+// with Environment= lines, as KEY=VALUE, in order. Only the unquoted form
+// (Environment=KEY=VALUE KEY2=VALUE2) is read; a quoted or escaped one is
+// an error rather than a variable read wrong.
+func UnitEnvironment(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for i, line := range strings.Split(string(data), "\n") {
+		value, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment=")
+		if !ok {
+			continue
+		}
+		if strings.ContainsAny(value, `"'\\`) {
+			return nil, fmt.Errorf("%s:%d: quoted or escaped Environment= values are not read here", path, i+1)
+		}
+		for _, kv := range strings.Fields(value) {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				return nil, fmt.Errorf("%s:%d: %q is not KEY=VALUE", path, i+1, kv)
+			}
+			env = append(env, kv)
+		}
+	}
+	return env, nil
 }

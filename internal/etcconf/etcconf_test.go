@@ -3,6 +3,7 @@ package etcconf
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,42 @@ func TestFreeAddr(t *testing.T) {
 	a, err := FreeAddr()
 	if err != nil || !strings.HasPrefix(a, "127.0.0.1:") || strings.HasSuffix(a, ":0") {
 		t.Errorf("%q, %v", a, err)
+	}
+}
+
+func TestUnitEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		name, unit string
+		want       []string
+		err        string
+	}{
+		{"none", "[Service]\nExecStart=/bin/true\n", nil, ""},
+		{"lines and pairs", "[Service]\nEnvironment=GOMEMLIMIT=100MiB\n  Environment=GOGC=200 A=b=c\n# Environment=X=1\n",
+			[]string{"GOMEMLIMIT=100MiB", "GOGC=200", "A=b=c"}, ""},
+		{"quoted", "Environment=\"A=b c\"\n", nil, `unit:1: quoted or escaped`},
+		{"not a pair", "\nEnvironment=GOGC\n", nil, `unit:2: "GOGC" is not KEY=VALUE`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "unit")
+			if err := os.WriteFile(path, []byte(c.unit), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := UnitEnvironment(path)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, c.want) {
+				t.Errorf("%q, %v; want %q", got, err, c.want)
+			}
+		})
+	}
+	// The daemons' units as etc/ has them.
+	for _, unit := range []string{"relayguard-policyd.service", "relayguard-contentfilter.service"} {
+		if _, err := UnitEnvironment(filepath.Join("..", "..", "etc", "systemd", unit)); err != nil {
+			t.Error(err)
+		}
 	}
 }
