@@ -18,9 +18,9 @@ import (
 type lab struct {
 	dns          *dnstest.Server
 	config       string
-	policy       string // policyd's policy service address
-	milter, auth string // its other listeners
-	admin        string // its admin socket
+	policy       string   // policyd's policy service address
+	milter, auth string   // its other listeners
+	admin        string   // its admin socket
 	env          []string // Environment= of etc/systemd/relayguard-policyd.service
 }
 
