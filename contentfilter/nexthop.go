@@ -7,7 +7,6 @@ import (
 	"net"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -27,9 +26,7 @@ func dialNextHop(ctx context.Context, addr, helo string, timeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	h := &nextHop{conn: c, r: lineReaders.Get().(*bufio.Reader), w: lineWriters.Get().(*bufio.Writer), timeout: timeout, ext: map[string]string{}}
-	h.r.Reset(c)
-	h.w.Reset(c)
+	h := &nextHop{conn: c, r: lineReaders.get(c), w: lineWriters.get(c), timeout: timeout, ext: map[string]string{}}
 	c.SetDeadline(time.Now().Add(timeout))
 	if rep, err := readReply(h.r); err != nil || rep.code != 220 {
 		h.drop()
@@ -110,25 +107,7 @@ func (h *nextHop) close() {
 // not used again.
 func (h *nextHop) drop() {
 	h.conn.Close()
-	putLineReader(h.r)
-	putLineWriter(h.w)
+	lineReaders.put(h.r)
+	lineWriters.put(h.w)
 	h.r, h.w = nil, nil
-}
-
-// lineReaders and lineWriters are the 4 KiB buffers of command and reply
-// lines, of the next hop's connections and of the writes to Postfix, kept
-// between messages as bigReaders are: 12 KiB of garbage per message less.
-var (
-	lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLine) }}
-	lineWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, maxLine) }}
-)
-
-func putLineReader(r *bufio.Reader) {
-	r.Reset(nil)
-	lineReaders.Put(r)
-}
-
-func putLineWriter(w *bufio.Writer) {
-	w.Reset(nil)
-	lineWriters.Put(w)
 }

@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"relayguard/internal/conns"
@@ -126,12 +125,10 @@ func (t *session) serve() {
 			t.next.close()
 		}
 	}()
-	t.r = bigReaders.Get().(*bufio.Reader)
-	t.r.Reset(deadlineReader{t.conn, t.srv.Timeout})
-	defer putBigReader(t.r)
-	t.w = lineWriters.Get().(*bufio.Writer)
-	t.w.Reset(t.conn)
-	defer putLineWriter(t.w)
+	t.r = bigReaders.get(deadlineReader{t.conn, t.srv.Timeout})
+	defer bigReaders.put(t.r)
+	t.w = lineWriters.get(t.conn)
+	defer lineWriters.put(t.w)
 	t.resetTransaction()
 	if t.reply("220 "+t.srv.Hostname+" ESMTP relayguard") != nil {
 		return
@@ -368,12 +365,10 @@ func (t *session) deliver(m *Message, v Verdict) error {
 		go func(r io.Reader) { pw.CloseWithError(t.srv.Sign(pw, r, m)) }(body)
 		body = pr
 	}
-	br := bigReaders.Get().(*bufio.Reader) // writeData's buffers
-	br.Reset(body)
-	defer putBigReader(br)
-	bw := bigWriters.Get().(*bufio.Writer)
-	bw.Reset(t.next.conn)
-	defer putBigWriter(bw)
+	br := bigReaders.get(body) // writeData's buffers
+	defer bigReaders.put(br)
+	bw := bigWriters.get(t.next.conn)
+	defer bigWriters.put(bw)
 	if err := writeData(bw, br); err != nil {
 		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)
 		return t.dropNextHop()
@@ -386,27 +381,6 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	t.srv.Log.Info("message", "client", m.ClientAddr, "port", m.ClientPort, "ident", m.Ident, "sender", m.Sender,
 		"recipients", len(m.Recipients), "size", m.Spool.Size(), "next_hop", rep.last())
 	return t.reply(rep.lines...)
-}
-
-// bigReaders are the 64 KiB buffers of the connections and of writeData,
-// kept between messages: allocated for each, they were half of the
-// filter's garbage. bigWriters are writeData's: through the next hop's
-// 4 KiB command buffer, a 50 KB message took 13 writes to the socket, and
-// the filter 28 system calls of writing per message where a relay needs
-// 15 (measured with strace -c under bench/filterbench).
-var (
-	bigReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64*1024) }}
-	bigWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64*1024) }}
-)
-
-func putBigReader(r *bufio.Reader) {
-	r.Reset(nil)
-	bigReaders.Put(r)
-}
-
-func putBigWriter(w *bufio.Writer) {
-	w.Reset(nil)
-	bigWriters.Put(w)
 }
 
 // deadlineReader renews the read deadline before each read of the
