@@ -70,14 +70,14 @@ func rateLimits(c *config.Rate, f *facts) []limits.KeyLimit {
 	if f.memo != nil && f.memo.rate != nil {
 		return f.memo.rate
 	}
-	var subjects []string
+	subjects := make([]string, 0, 2)
 	if f.login != "" {
 		subjects = append(subjects, subject.Key("r10", "account", subject.Account(f.login)))
 	}
 	if f.ipErr == nil {
 		subjects = append(subjects, subject.Key("r10", "ip", subject.IP(f.ip, c.IPv6Prefix)))
 	}
-	var kl []limits.KeyLimit
+	kl := make([]limits.KeyLimit, 0, len(subjects)*len(c.Windows))
 	for _, k := range subjects {
 		for _, w := range c.Windows {
 			kl = append(kl, limits.KeyLimit{Key: k, Limit: limits.Limit{Window: limits.Window{Length: w.Window, Buckets: c.Buckets}, Max: int64(w.Max)}})
