@@ -9,7 +9,8 @@ import (
 // The filter's buffers are kept between messages: allocated for each, the
 // 64 KiB ones were half of the filter's garbage.
 var (
-	// bigReaders read the message: from Postfix, and in writeData.
+	// bigReaders read the message: from Postfix, and from the spool to the
+	// next hop.
 	bigReaders = newReaderPool(64 << 10)
 	// bigWriters write the message to the next hop. Through the next hop's
 	// 4 KiB command buffer, a 50 KB message took 13 writes to the socket,

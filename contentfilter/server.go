@@ -359,17 +359,20 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	if len(v.Headers) > 0 {
 		body = io.MultiReader(strings.NewReader(strings.Join(v.Headers, "\r\n")+"\r\n"), body)
 	}
-	if t.srv.Sign != nil {
-		pr, pw := io.Pipe()
-		defer pr.Close() // ends the signer if the next hop failed first
-		go func(r io.Reader) { pw.CloseWithError(t.srv.Sign(pw, r, m)) }(body)
-		body = pr
-	}
-	br := bigReaders.get(body) // writeData's buffers
-	defer bigReaders.put(br)
 	bw := bigWriters.get(t.next.conn)
 	defer bigWriters.put(bw)
-	if err := writeData(bw, br); err != nil {
+	dw := newDataWriter(bw)
+	if t.srv.Sign != nil {
+		err = t.srv.Sign(dw, body, m)
+	} else {
+		br := bigReaders.get(body)
+		_, err = br.WriteTo(dw)
+		bigReaders.put(br)
+	}
+	if err == nil {
+		err = dw.Close()
+	}
+	if err != nil {
 		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)
 		return t.dropNextHop()
 	}

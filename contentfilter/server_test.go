@@ -366,6 +366,15 @@ func TestSpoolAndSign(t *testing.T) {
 	}
 }
 
+// writeData writes the message read from r as DATA, as Postfix does.
+func writeData(w *bufio.Writer, r io.Reader) error {
+	d := newDataWriter(w)
+	if _, err := io.Copy(d, r); err != nil {
+		return err
+	}
+	return d.Close()
+}
+
 func TestDataCodec(t *testing.T) {
 	check := func(in string) {
 		t.Helper()
@@ -373,6 +382,25 @@ func TestDataCodec(t *testing.T) {
 		w := bufio.NewWriter(&wire)
 		if err := writeData(w, strings.NewReader(in)); err != nil {
 			t.Fatal(err)
+		}
+		// The signer writes in pieces of any length: every cut gives the
+		// same data, and so do single bytes.
+		for cut := 0; cut <= len(in); cut++ {
+			var split bytes.Buffer
+			d := newDataWriter(bufio.NewWriter(&split))
+			d.Write([]byte(in[:cut]))
+			d.Write([]byte(in[cut:]))
+			if err := d.Close(); err != nil || split.String() != wire.String() {
+				t.Errorf("%q written as %q and %q: %q, want %q (%v)", in, in[:cut], in[cut:], split.String(), wire.String(), err)
+			}
+		}
+		var bytewise bytes.Buffer
+		d := newDataWriter(bufio.NewWriter(&bytewise))
+		for i := range len(in) {
+			d.Write([]byte{in[i]})
+		}
+		if d.Close(); bytewise.String() != wire.String() {
+			t.Errorf("%q written a byte at a time: %q, want %q", in, bytewise.String(), wire.String())
 		}
 		var out bytes.Buffer
 		if err := readData(bufio.NewReader(&wire), &out, 1<<20); err != nil {
@@ -392,6 +420,8 @@ func TestDataCodec(t *testing.T) {
 	check("bare\nlf\n")
 	check("no final newline")
 	check("")
+	check("\n.\n\r\n.")
+	check("bare\rcr\r\n.a\rb\nc\r")
 	if xtext("client+2Eexample+2Btest") != "client.example+test" || xtext("a+zz") != "a+zz" {
 		t.Error("xtext")
 	}

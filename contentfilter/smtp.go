@@ -126,40 +126,59 @@ func readData(r *bufio.Reader, w io.Writer, max int64) error {
 	}
 }
 
-// writeData writes r as dot-stuffed data followed by the lone ".", with
-// CRLF line endings (a bare LF becomes CRLF).
-func writeData(w *bufio.Writer, r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64*1024)
-	atLineStart := true
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			if atLineStart && line[0] == '.' {
-				w.WriteByte('.')
-			}
-			complete := line[len(line)-1] == '\n'
-			if complete {
-				body := bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
-				w.Write(body)
-				w.WriteString("\r\n")
-			} else {
-				w.Write(line)
-			}
-			atLineStart = complete
+// dataWriter writes message data to the next hop (RFC 5321 §4.5.2): a
+// line that starts with "." gets one more, every line ends with CRLF (a
+// bare LF becomes CRLF), and Close ends the data with the lone ".". The
+// signer writes into it directly: no pipe, no goroutine, no copy between
+// them.
+type dataWriter struct {
+	w         *bufio.Writer
+	lineStart bool // the next byte starts a line
+	cr        bool // the last byte written was a CR
+	err       error
+}
+
+func newDataWriter(w *bufio.Writer) *dataWriter { return &dataWriter{w: w, lineStart: true} }
+
+func (d *dataWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 && d.err == nil {
+		if d.lineStart && p[0] == '.' {
+			d.w.WriteByte('.')
 		}
-		if err == nil || errors.Is(err, bufio.ErrBufferFull) {
+		i := bytes.IndexByte(p, '\n')
+		switch {
+		case i < 0:
+			_, d.err = d.w.Write(p)
+			d.lineStart, d.cr = false, p[len(p)-1] == '\r'
+			p = nil
 			continue
+		case i > 0 && p[i-1] == '\r', i == 0 && d.cr:
+			_, d.err = d.w.Write(p[:i+1])
+		default: // a bare LF
+			d.w.Write(p[:i])
+			_, d.err = d.w.WriteString("\r\n")
 		}
-		if err != io.EOF {
-			return err
-		}
-		break
+		d.lineStart, d.cr = true, false
+		p = p[i+1:]
 	}
-	if !atLineStart {
-		w.WriteString("\r\n")
+	if d.err != nil {
+		return 0, d.err
 	}
-	w.WriteString(".\r\n")
-	return w.Flush()
+	return n, nil
+}
+
+// Close ends the last line if it has no end, writes the lone "." and
+// flushes.
+func (d *dataWriter) Close() error {
+	if d.err != nil {
+		return d.err
+	}
+	if !d.lineStart {
+		d.w.WriteString("\r\n")
+	}
+	d.w.WriteString(".\r\n")
+	return d.w.Flush()
 }
 
 // xtext decodes an XFORWARD or DSN value (RFC 3461 §4: "+" and two hex digits).
