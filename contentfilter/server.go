@@ -47,6 +47,13 @@ type Verdict struct {
 	Headers []string
 }
 
+// A Refusal is an error of Sign that the message itself causes, which
+// trying again cannot mend: Postfix gets Reply (5xx) instead of a temporary
+// failure.
+type Refusal struct{ Reply string }
+
+func (r *Refusal) Error() string { return r.Reply }
+
 // Checker decides on a message.
 type Checker interface {
 	Check(ctx context.Context, m *Message) Verdict
@@ -73,6 +80,8 @@ type Server struct {
 	AfterQueue bool
 	Log        *slog.Logger
 	// Sign, when set, writes the message as it will be delivered (DKIM).
+	// A *Refusal error refuses the message; any other leaves it to Postfix
+	// to try again.
 	Sign func(w io.Writer, r io.Reader, m *Message) error
 
 	conns conns.Group
@@ -371,6 +380,14 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	}
 	if err == nil {
 		err = dw.Close()
+	}
+	if r := (*Refusal)(nil); errors.As(err, &r) {
+		// The next hop is in the middle of DATA: only closing the
+		// connection ends its transaction without a message.
+		t.srv.Log.Info("reject", "client", m.ClientAddr, "port", m.ClientPort, "ident", m.Ident, "sender", m.Sender, "reply", r.Reply)
+		t.next.drop()
+		t.next = nil
+		return t.reply(r.Reply)
 	}
 	if err != nil {
 		t.srv.Log.Error("delivery to the next hop failed, Postfix keeps the message", "client", m.ClientAddr, "error", err)

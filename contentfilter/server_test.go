@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -373,6 +374,44 @@ func writeData(w *bufio.Writer, r io.Reader) error {
 		return err
 	}
 	return d.Close()
+}
+
+// A message that the signer refuses (a *Refusal: its header section is too
+// large to hold) gets the refusal, nothing reaches the next hop, and the
+// session goes on: the next message is delivered. Any other error of the
+// signer is temporary.
+func TestSignRefusal(t *testing.T) {
+	hop := startHop(t)
+	filter := startFilter(t, hop.l.Addr().String(), nil, func(s *Server) {
+		s.Sign = func(w io.Writer, r io.Reader, m *Message) error {
+			switch m.Sender {
+			case "huge@example.cz":
+				return &Refusal{Reply: "552 5.3.4 Error: message header too large"}
+			case "broken@example.cz":
+				io.WriteString(w, "Subject: half\r\n")
+				return errors.New("signing failed")
+			}
+			_, err := io.Copy(w, r)
+			return err
+		}
+	})
+	p := dialFilter(t, filter)
+	p.cmd("EHLO mx.example.test")
+	for _, c := range []struct{ sender, reply string }{
+		{"huge@example.cz", "552 5.3.4 Error: message header too large"},
+		{"broken@example.cz", nextHopDown},
+		{"jan@example.cz", "250 2.0.0 Ok: queued as 4F2A1B"},
+	} {
+		p.cmd("MAIL FROM:<" + c.sender + ">")
+		p.cmd("RCPT TO:<a@example.net>")
+		if got := p.data(testMessage); got != c.reply {
+			t.Errorf("%s: %q, want %q", c.sender, got, c.reply)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, msgs := hop.seen(); len(msgs) != 1 || !strings.HasPrefix(string(msgs[0]), "From: <jan@example.cz>") {
+		t.Errorf("the next hop got %d messages, want jan's alone: %q", len(msgs), msgs)
+	}
 }
 
 func TestDataCodec(t *testing.T) {

@@ -123,8 +123,15 @@ func (d *dkimSigning) sign(w io.Writer, r io.Reader, m *contentfilter.Message) e
 		domain = dom
 	}
 	_, err := k.signer.Sign(w, r, domain)
+	if errors.Is(err, dkim.ErrHeaderTooLarge) {
+		return &contentfilter.Refusal{Reply: headerTooLarge}
+	}
 	return err
 }
+
+// headerTooLarge refuses a message whose header section the signer does not
+// hold (dkim.DefaultMaxHeaderBytes): trying again would not make it smaller.
+const headerTooLarge = "552 5.3.4 Error: message header too large"
 
 // reload reads the directory and the key files again. With no error, it
 // puts the new keys in force for the messages signed from now on, logs

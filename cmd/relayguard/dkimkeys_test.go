@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -217,6 +218,23 @@ func selectorOf(msg string) string {
 	_, after, _ := strings.Cut(msg, " s=")
 	sel, _, _ := strings.Cut(after, ";")
 	return sel
+}
+
+// A message whose header section the signer cannot hold is refused for
+// good (552), not left to Postfix to try again for days.
+func TestDKIMHeaderTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	directory := filepath.Join(dir, "directory.toml")
+	key, _ := keyFile(t, dir, "a.key", 0o600)
+	writeDirectory(t, directory, domainEntry("example.cz", "a", key))
+	s := newSigning(t, directory)
+	huge := "From: <jan@example.cz>\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("a", 990)+"\r\n", 1100) + "\r\nHello.\r\n"
+	var out bytes.Buffer
+	err := s.sign(&out, strings.NewReader(huge), &contentfilter.Message{Sender: "jan@example.cz"})
+	var r *contentfilter.Refusal
+	if !errors.As(err, &r) || r.Reply != "552 5.3.4 Error: message header too large" || out.Len() != 0 {
+		t.Errorf("%d bytes written, error %v; want nothing written and the refusal", out.Len(), err)
+	}
 }
 
 // TestDKIMReload: SIGHUP's reload puts keys added, replaced or removed in
