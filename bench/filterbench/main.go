@@ -69,7 +69,7 @@
 // each round's, then the median of the run.
 //
 //	DKIM key   pass-through msg/s  (CPU/msg)   filter msg/s  (CPU/msg)         filter/pass-through
-//	RSA 2048   5 547-11 629        (78-166 µs)  958-1 462     (1 066-1 613 µs)  10-22 %, medians 13-15 %
+//	RSA 2048   5 547-11 629        (78-166 µs)  873-1 462     (1 066-1 613 µs)  10-22 %, medians 13-15 %
 //	Ed25519    9 468-11 022        (82-95 µs)   1 845-1 984   (693-764 µs)      18-20 %, median 18 %
 //	off        5 029-10 225        (89-174 µs)  2 606-3 627   (282-391 µs)      32-65 %, medians 40-58 %
 //
@@ -86,7 +86,7 @@
 // 69e190f, same harness): RSA 1 056-1 117 msg/s at 1 438-1 508 µs per
 // message, Ed25519 1 478-1 783 at 830-989 µs, off 2 876-2 901 at 438 µs.
 //
-// Burst, 20 × 10 MB in flight (200 MB): the filter's peak RSS is 35-39 MB
+// Burst, 20 × 10 MB in flight (200 MB): the filter's peak RSS is 35-41 MB
 // (it held 36-42 MB before), about 1 MB per message above its RSS at
 // rest; target 664 MB, met by far, and the stricter reading, 64 MB + 3 ×
 // the bytes held in memory (20 × spool_threshold), 127 MB, too. With an
