@@ -92,8 +92,9 @@ func Listen(addr string) (*Server, error) {
 	if !ap.Addr().IsLoopback() {
 		return nil, fmt.Errorf("dnstest: address %q is not a loopback address", addr)
 	}
-	// With port 0 the UDP port is chosen first and may already be taken for
-	// TCP by another program: try a few times.
+	// With port 0 the TCP port is chosen first, by the kernel among those
+	// free for TCP, where a busy machine has thousands of connections; the
+	// same port may still be taken for UDP: try a few times.
 	const attempts = 10
 	for i := 0; ; i++ {
 		pc, ln, err := listenBoth(ap)
@@ -106,17 +107,17 @@ func Listen(addr string) (*Server, error) {
 	}
 }
 
-// listenBoth opens a UDP socket and a TCP listener on the same address and
+// listenBoth opens a TCP listener and a UDP socket on the same address and
 // port.
 func listenBoth(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
-	pc, err := net.ListenPacket("udp", ap.String())
+	ln, err := net.Listen("tcp", ap.String())
 	if err != nil {
 		return nil, nil, err
 	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp", net.JoinHostPort(ap.Addr().String(), strconv.Itoa(port)))
+	port := ln.Addr().(*net.TCPAddr).Port
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(ap.Addr().String(), strconv.Itoa(port)))
 	if err != nil {
-		pc.Close()
+		ln.Close()
 		return nil, nil, err
 	}
 	return pc, ln, nil
