@@ -7,10 +7,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/jhillyerd/enmime/v2"
 	"github.com/jhillyerd/enmime/v2/mediatype"
+
+	"relayguard/internal/bufpool"
 )
 
 // What a skeleton hands to enmime is bounded, so that a crafted message
@@ -135,25 +136,21 @@ type skeleton struct {
 // buffers holds the skeletons' line buffers between messages, and
 // headerReaders the readers of their header blocks (see opensIn).
 var (
-	buffers       = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, lineBuffer) }}
-	headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+	buffers       = bufpool.NewReaders(lineBuffer)
+	headerReaders = bufpool.NewReaders(4096)
 )
 
 func newSkeleton(r io.Reader, banned map[string]bool) *skeleton {
-	src := buffers.Get().(*bufio.Reader)
-	src.Reset(r)
-	return &skeleton{src: src, banned: banned, header: true, blocks: 1}
+	return &skeleton{src: buffers.Get(r), banned: banned, header: true, blocks: 1}
 }
 
 // release gives the line buffer back, once enmime is done: what it keeps,
 // it copied.
 func (s *skeleton) release() {
 	s.out = nil
-	s.src.Reset(nil)
 	buffers.Put(s.src)
 	s.src = nil
 	if s.hdr != nil {
-		s.hdr.Reset(nil)
 		headerReaders.Put(s.hdr)
 		s.hdr = nil
 	}
@@ -447,7 +444,7 @@ func (s *skeleton) opensIn(block []byte) {
 		return
 	}
 	if s.hdr == nil {
-		s.hdr = headerReaders.Get().(*bufio.Reader)
+		s.hdr = headerReaders.Get(nil)
 	}
 	s.hdr.Reset(bytes.NewReader(block))
 	h, err := enmime.ReadHeader(s.hdr, ignoreErrors{})

@@ -26,7 +26,7 @@ func dialNextHop(ctx context.Context, addr, helo string, timeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	h := &nextHop{conn: c, r: lineReaders.get(c), w: lineWriters.get(c), timeout: timeout, ext: map[string]string{}}
+	h := &nextHop{conn: c, r: lineReaders.Get(c), w: lineWriters.Get(c), timeout: timeout, ext: map[string]string{}}
 	c.SetDeadline(time.Now().Add(timeout))
 	if rep, err := readReply(h.r); err != nil || rep.code != 220 {
 		h.drop()
@@ -107,7 +107,7 @@ func (h *nextHop) close() {
 // not used again.
 func (h *nextHop) drop() {
 	h.conn.Close()
-	lineReaders.put(h.r)
-	lineWriters.put(h.w)
+	lineReaders.Put(h.r)
+	lineWriters.Put(h.w)
 	h.r, h.w = nil, nil
 }

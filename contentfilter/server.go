@@ -134,10 +134,10 @@ func (t *session) serve() {
 			t.next.close()
 		}
 	}()
-	t.r = bigReaders.get(deadlineReader{t.conn, t.srv.Timeout})
-	defer bigReaders.put(t.r)
-	t.w = lineWriters.get(t.conn)
-	defer lineWriters.put(t.w)
+	t.r = bigReaders.Get(deadlineReader{t.conn, t.srv.Timeout})
+	defer bigReaders.Put(t.r)
+	t.w = lineWriters.Get(t.conn)
+	defer lineWriters.Put(t.w)
 	t.resetTransaction()
 	if t.reply("220 "+t.srv.Hostname+" ESMTP relayguard") != nil {
 		return
@@ -368,15 +368,15 @@ func (t *session) deliver(m *Message, v Verdict) error {
 	if len(v.Headers) > 0 {
 		body = io.MultiReader(strings.NewReader(strings.Join(v.Headers, "\r\n")+"\r\n"), body)
 	}
-	bw := bigWriters.get(t.next.conn)
-	defer bigWriters.put(bw)
+	bw := bigWriters.Get(t.next.conn)
+	defer bigWriters.Put(bw)
 	dw := newDataWriter(bw)
 	if t.srv.Sign != nil {
 		err = t.srv.Sign(dw, body, m)
 	} else {
-		br := bigReaders.get(body)
+		br := bigReaders.Get(body)
 		_, err = br.WriteTo(dw)
-		bigReaders.put(br)
+		bigReaders.Put(br)
 	}
 	if err == nil {
 		err = dw.Close()

@@ -47,9 +47,9 @@ func serveRelay(ln net.Listener, next string) error {
 // relay serves one connection.
 func relay(c net.Conn, next string) error {
 	defer c.Close()
-	cr, cw := getReader(c, 64<<10), getWriter(c, 4<<10)
-	defer putReader(cr)
-	defer putWriter(cw)
+	cr, cw := bigReaders.Get(c), smallWriters.Get(c)
+	defer bigReaders.Put(cr)
+	defer smallWriters.Put(cw)
 	n, err := net.Dial("tcp", next)
 	if err != nil {
 		cw.WriteString("421 4.4.1 next hop unavailable\r\n")
@@ -57,9 +57,9 @@ func relay(c net.Conn, next string) error {
 		return err
 	}
 	defer n.Close()
-	nr, nw := getReader(n, 4<<10), getWriter(n, 64<<10)
-	defer putReader(nr)
-	defer putWriter(nw)
+	nr, nw := smallReaders.Get(n), bigWriters.Get(n)
+	defer smallReaders.Put(nr)
+	defer bigWriters.Put(nw)
 	if _, err := passReply(nr, cw); err != nil {
 		return err
 	}

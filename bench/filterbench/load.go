@@ -41,7 +41,7 @@ func dial(addr string, timeout time.Duration) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &client{conn: conn, r: getReader(conn, 4<<10), w: getWriter(conn, 64<<10), timeout: timeout}
+	c := &client{conn: conn, r: smallReaders.Get(conn), w: bigWriters.Get(conn), timeout: timeout}
 	if _, err := c.expect("greeting", 220); err != nil {
 		c.close()
 		return nil, err
@@ -122,8 +122,8 @@ func (c *client) quit() {
 
 func (c *client) close() {
 	c.conn.Close()
-	putReader(c.r)
-	putWriter(c.w)
+	smallReaders.Put(c.r)
+	bigWriters.Put(c.w)
 }
 
 // loadConfig is the steady load.

@@ -109,9 +109,9 @@ const sinkExtensions = "250-sink.bench\r\n250-PIPELINING\r\n250-SIZE 104857600\r
 
 func (s *sink) serve(c net.Conn) {
 	defer c.Close()
-	r, w := getReader(c, 64<<10), getWriter(c, 4<<10)
-	defer putReader(r)
-	defer putWriter(w)
+	r, w := bigReaders.Get(c), smallWriters.Get(c)
+	defer bigReaders.Put(r)
+	defer smallWriters.Put(w)
 	say := func(text string) error {
 		w.WriteString(text)
 		return w.Flush()
